@@ -1,0 +1,266 @@
+//! Settings: every one is a command-line flag and a `KAFSCALE_LFS_PROXY_*`
+//! environment variable (the flag wins). `--help` lists them with defaults.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Kafka's own default for `socket.request.max.bytes`.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 100 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kafka-lfs-proxy",
+    version,
+    about = "Kafka wire-protocol proxy that moves large record values to object storage",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode frames written with --capture-dir and report every broker
+    /// address a client was shown (exit 1 if a forbidden one appears).
+    InspectCapture(InspectCaptureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectCaptureArgs {
+    /// Directory written by --capture-dir.
+    pub dir: PathBuf,
+    /// `host:port` (or `host:*`, or `*:port`) that must not appear in any
+    /// response sent to a client. Repeatable.
+    #[arg(long = "forbid")]
+    pub forbid: Vec<String>,
+}
+
+/// The proxy's settings.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Kafka listen address for clients (the bootstrap address).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_ADDR", default_value = "0.0.0.0:9092")]
+    pub addr: SocketAddr,
+
+    /// Host name advertised to clients for every broker [default: the listen
+    /// host, or this machine's hostname when listening on 0.0.0.0 / ::]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+
+    /// Upstream broker with node id N is served at BASE + N on the advertised
+    /// host [default: listen port + 1]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_BROKER_PORT_BASE")]
+    pub broker_port_base: Option<u16>,
+
+    /// Upstream bootstrap brokers, `host:port,host:port`.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub bootstrap_servers: Vec<String>,
+
+    /// HTTP address for /metrics, /livez, /readyz (and the LFS HTTP API).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Largest Kafka frame accepted from a client or broker, in bytes; a
+    /// larger one closes that connection.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_FRAME_SIZE", default_value_t = DEFAULT_MAX_FRAME_SIZE, value_parser = parse_positive_usize)]
+    pub max_frame_size: usize,
+
+    /// Requests in flight per client connection before the proxy stops
+    /// reading from that client (back-pressure).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_IN_FLIGHT", default_value_t = 256, value_parser = parse_positive_usize)]
+    pub max_in_flight: usize,
+
+    /// Timeout for connecting to an upstream broker, in milliseconds.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000, value_parser = parse_positive_u64)]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// How long a SIGTERM waits for in-flight requests to finish, in milliseconds.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// How often /readyz re-checks that upstream answers, in milliseconds.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_HEALTH_INTERVAL_MS", default_value_t = 5_000, value_parser = parse_positive_u64)]
+    pub health_interval_ms: u64,
+
+    /// Write every frame exchanged with clients to this directory (debugging
+    /// and protocol fixtures; never in production: it holds record data).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_CAPTURE_DIR")]
+    pub capture_dir: Option<PathBuf>,
+
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,kafka_lfs_proxy=debug`).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// A setting that cannot be used; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}: {reason}")]
+pub struct SettingError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+fn parse_positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Settings {
+    /// Checks what clap cannot, so a bad setting stops start-up by name.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        if self.bootstrap_servers.iter().all(|s| s.trim().is_empty()) {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS",
+                reason: "at least one upstream broker is required".into(),
+            });
+        }
+        for server in &self.bootstrap_servers {
+            let server = server.trim();
+            let valid = server
+                .rsplit_once(':')
+                .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+                .unwrap_or(false);
+            if !valid {
+                return Err(SettingError {
+                    name: "KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS",
+                    reason: format!("`{server}` is not host:port"),
+                });
+            }
+        }
+        if let Some(host) = &self.advertised_host {
+            if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+                return Err(SettingError {
+                    name: "KAFSCALE_LFS_PROXY_ADVERTISED_HOST",
+                    reason: format!("`{host}` is not a host name"),
+                });
+            }
+        }
+        let base = self.broker_port_base();
+        if base == 0 {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_BROKER_PORT_BASE",
+                reason: "must be a port above 0".into(),
+            });
+        }
+        if self.addr.port() == 0 {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_ADDR",
+                reason: "needs a fixed port: broker ports are derived from it".into(),
+            });
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_LOG_LEVEL",
+                reason: format!("`{}` is not a log filter", self.log_level),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn broker_port_base(&self) -> u16 {
+        self.broker_port_base
+            .unwrap_or_else(|| self.addr.port().wrapping_add(1))
+    }
+
+    pub fn advertised_host(&self) -> String {
+        if let Some(host) = &self.advertised_host {
+            return host.clone();
+        }
+        let ip = self.addr.ip();
+        if ip.is_unspecified() {
+            gethostname::gethostname().to_string_lossy().into_owned()
+        } else {
+            ip.to_string()
+        }
+    }
+
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms)
+    }
+
+    /// Bootstrap servers with whitespace trimmed, in the configured order.
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.bootstrap_servers
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// Resolves `host:port` to socket addresses (used for logging and health).
+pub fn resolve(address: &str) -> std::io::Result<Vec<SocketAddr>> {
+    address.to_socket_addrs().map(|a| a.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut all = vec!["kafka-lfs-proxy"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        cli.settings.validate().map_err(|e| e.to_string())?;
+        Ok(cli.settings)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = parse(&["--bootstrap-servers", "b1:9092, b2:9093"]).unwrap();
+        assert_eq!(s.addr.to_string(), "0.0.0.0:9092");
+        assert_eq!(s.broker_port_base(), 9093);
+        assert_eq!(s.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.bootstrap(), vec!["b1:9092", "b2:9093"]);
+        assert_eq!(s.max_frame_size, DEFAULT_MAX_FRAME_SIZE);
+        assert!(!s.advertised_host().is_empty());
+        let s = parse(&["--bootstrap-servers", "b:1", "--addr", "127.0.0.2:7000"]).unwrap();
+        assert_eq!(s.advertised_host(), "127.0.0.2");
+        assert_eq!(s.broker_port_base(), 7001);
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let e = parse(&["--bootstrap-servers", "nohostport"]).unwrap_err();
+        assert!(e.contains("KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS"), "{e}");
+        let e = parse(&["--bootstrap-servers", "b:1", "--max-frame-size", "0"]).unwrap_err();
+        assert!(e.contains("--max-frame-size"), "{e}");
+        let e = parse(&["--bootstrap-servers", "b:1", "--addr", "nope"]).unwrap_err();
+        assert!(e.contains("--addr"), "{e}");
+        let e = parse(&["--bootstrap-servers", "b:1", "--broker-port-base", "0"]).unwrap_err();
+        assert!(e.contains("KAFSCALE_LFS_PROXY_BROKER_PORT_BASE"), "{e}");
+        let e = parse(&[]).unwrap_err();
+        assert!(e.contains("--bootstrap-servers"), "{e}");
+    }
+}

@@ -1,0 +1,337 @@
+//! One client connection relayed over one upstream connection.
+//!
+//! Kafka's rules that shape this file:
+//!
+//! * A client may pipeline many requests on one connection; the broker
+//!   answers them in the order it received them, each response carrying the
+//!   request's correlation id. The proxy forwards requests in order and keeps
+//!   a queue of what it expects back, so each response is matched with its
+//!   request (API key and version are needed to decode it) without a map.
+//! * A Produce request with `acks = 0` gets no response at all. It is
+//!   forwarded but never queued, or the queue would wait forever.
+//! * The queue is bounded (`max_in_flight`): when it is full the proxy stops
+//!   reading from the client, which pushes back through TCP.
+//! * Some answers come from the proxy itself (an ApiVersions version it does
+//!   not know); they take their place in the same queue so order holds.
+//!
+//! When the upstream connection ends, the client connection is closed at
+//! once, even if the client is idle, so the client reconnects rather than
+//! hangs. On shutdown the proxy stops reading new requests, lets the
+//! responses already owed arrive, then closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::addresses::{carries_addresses, rewrite_response};
+use super::frame::{self, Frame, FrameError};
+use super::server::Proxy;
+use super::upstream::UpstreamError;
+use super::versions;
+use crate::capture::Direction;
+use crate::metrics as m;
+
+/// Which upstream broker a client connection is relayed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The bootstrap listener: any reachable bootstrap server.
+    Bootstrap,
+    /// A broker listener: the upstream node with this id.
+    Node(i32),
+}
+
+/// A response the client is owed, in request order.
+#[derive(Debug)]
+enum Owed {
+    Upstream {
+        api_key: i16,
+        api_version: i16,
+        correlation_id: i32,
+    },
+    Local(Frame),
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client frame rejected: {0}")]
+    ClientFrame(FrameError),
+    #[error("upstream frame rejected: {0}")]
+    UpstreamFrame(FrameError),
+    #[error("client sent {api} v{version}, which the proxy does not offer")]
+    NotOffered { api: String, version: i16 },
+    #[error("upstream connection closed")]
+    UpstreamClosed,
+    #[error("upstream write failed: {0}")]
+    UpstreamWrite(std::io::Error),
+    #[error("client write failed: {0}")]
+    ClientWrite(std::io::Error),
+    #[error("upstream sent a response with correlation id {got}, expected {expected}")]
+    CorrelationMismatch { expected: i32, got: i32 },
+    #[error("upstream sent a response nobody asked for")]
+    Unsolicited,
+    #[error("cannot rewrite upstream response: {0}")]
+    Rewrite(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Per-connection context for logs and captures.
+struct Conn {
+    id: u64,
+    peer: SocketAddr,
+    client_id: std::sync::Mutex<Option<String>>,
+}
+
+impl Conn {
+    fn client_id(&self) -> String {
+        self.client_id
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_else(|| "-".into())
+    }
+}
+
+/// Relays one accepted client connection until either side ends.
+pub async fn run(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target: Target) {
+    let conn = Conn {
+        id: proxy.next_connection_id(),
+        peer,
+        client_id: std::sync::Mutex::new(None),
+    };
+    let _ = client.set_nodelay(true);
+    let upstream = match proxy.dial(target).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            m::upstream_error("connect");
+            tracing::warn!(connection = conn.id, %peer, ?target, %error, "closing client: upstream unreachable");
+            return;
+        }
+    };
+    match relay(&proxy, &conn, client, upstream).await {
+        Ok(()) => tracing::debug!(connection = conn.id, %peer, "session ended"),
+        Err(error) => {
+            match &error {
+                SessionError::ClientFrame(e) => m::frame_rejected(e.reason()),
+                SessionError::NotOffered { .. } => m::frame_rejected("not_offered"),
+                SessionError::UpstreamClosed => m::upstream_error("closed"),
+                SessionError::UpstreamFrame(_)
+                | SessionError::CorrelationMismatch { .. }
+                | SessionError::Unsolicited
+                | SessionError::Rewrite(_) => m::upstream_error("protocol"),
+                SessionError::UpstreamWrite(_) => m::upstream_error("write"),
+                SessionError::Upstream(_) => m::upstream_error("connect"),
+                SessionError::ClientWrite(_) => {}
+            }
+            tracing::warn!(
+                connection = conn.id,
+                peer = %conn.peer,
+                client_id = %conn.client_id(),
+                ?target,
+                %error,
+                "closing client connection"
+            );
+        }
+    }
+}
+
+async fn relay(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    client: TcpStream,
+    upstream: TcpStream,
+) -> Result<(), SessionError> {
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let (owed_tx, owed_rx) = mpsc::channel(proxy.settings.max_in_flight);
+
+    let requests = forward_requests(proxy, conn, BufReader::new(client_read), upstream_write, owed_tx);
+    let responses = forward_responses(proxy, conn, BufReader::new(upstream_read), client_write, owed_rx);
+    tokio::pin!(requests, responses);
+    tokio::select! {
+        result = &mut requests => {
+            // The client closed, or shutdown began: finish owed responses
+            // (the owed queue closes when `requests` drops its sender). A
+            // rejected client frame closes the connection at once.
+            result?;
+            responses.await
+        }
+        result = &mut responses => result,
+    }
+}
+
+/// Client → upstream: read, classify, queue what is owed, forward.
+async fn forward_requests(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    mut client: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    mut upstream: tokio::net::tcp::OwnedWriteHalf,
+    owed: mpsc::Sender<Owed>,
+) -> Result<(), SessionError> {
+    let mut shutdown = proxy.shutdown_signal();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Ok(()),
+            frame = frame::read_frame(&mut client, proxy.settings.max_frame_size) => frame,
+        };
+        let Some(frame) = frame.map_err(SessionError::ClientFrame)? else {
+            return Ok(());
+        };
+        let body = frame.body();
+        let header = frame::peek_request_header(&body).map_err(SessionError::ClientFrame)?;
+        if let Ok(mut id) = conn.client_id.lock() {
+            if id.as_deref() != header.client_id.as_deref() {
+                id.clone_from(&header.client_id);
+            }
+        }
+        let api = m::api_label(header.api_key);
+        metrics::counter!(m::REQUESTS_TOTAL, "api" => api).increment(1);
+        metrics::counter!(m::BYTES_TOTAL, "direction" => "client_to_upstream").increment(frame.len() as u64);
+        if let Some(capture) = &proxy.capture {
+            capture.record(conn.id, Direction::Request, header.api_key, header.api_version, &body);
+        }
+
+        if header.api_key == ApiKey::ApiVersions as i16
+            && header.api_version > versions::max_api_versions_version()
+        {
+            tracing::debug!(connection = conn.id, version = header.api_version, "answering ApiVersions with UNSUPPORTED_VERSION");
+            let reply = versions::unsupported_version_response(header.correlation_id);
+            if owed.send(Owed::Local(reply)).await.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
+        if !versions::is_offered(header.api_key, header.api_version) {
+            return Err(SessionError::NotOffered {
+                api: api.to_owned(),
+                version: header.api_version,
+            });
+        }
+        if frame::expects_response(&header, &body).map_err(SessionError::ClientFrame)? {
+            let entry = Owed::Upstream {
+                api_key: header.api_key,
+                api_version: header.api_version,
+                correlation_id: header.correlation_id,
+            };
+            // Queue before writing, so the response can never arrive first.
+            if owed.send(entry).await.is_err() {
+                return Ok(());
+            }
+        }
+        upstream
+            .write_all(frame.wire())
+            .await
+            .map_err(SessionError::UpstreamWrite)?;
+    }
+}
+
+/// Upstream → client: match each response with what is owed, rewrite what
+/// names brokers, forward in order.
+async fn forward_responses(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    mut upstream: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    mut client: tokio::net::tcp::OwnedWriteHalf,
+    mut owed: mpsc::Receiver<Owed>,
+) -> Result<(), SessionError> {
+    loop {
+        let entry = match owed.try_recv() {
+            Ok(entry) => entry,
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing owed: wait for a request, but notice at once when
+                // upstream closes so an idle client is not left hanging.
+                tokio::select! {
+                    biased;
+                    entry = owed.recv() => match entry {
+                        Some(entry) => entry,
+                        None => return Ok(()),
+                    },
+                    ready = upstream.fill_buf() => {
+                        match ready {
+                            Ok([]) => return Err(SessionError::UpstreamClosed),
+                            Ok(_) => owed.try_recv().map_err(|_| SessionError::Unsolicited)?,
+                            Err(_) => return Err(SessionError::UpstreamClosed),
+                        }
+                    }
+                }
+            }
+        };
+        let (frame, api_key, api_version) = match entry {
+            Owed::Local(frame) => (frame, ApiKey::ApiVersions as i16, 0),
+            Owed::Upstream {
+                api_key,
+                api_version,
+                correlation_id,
+            } => {
+                let frame = frame::read_frame(&mut upstream, proxy.settings.max_frame_size)
+                    .await
+                    .map_err(SessionError::UpstreamFrame)?
+                    .ok_or(SessionError::UpstreamClosed)?;
+                let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
+                    .map_err(SessionError::UpstreamFrame)?;
+                if got != correlation_id {
+                    return Err(SessionError::CorrelationMismatch {
+                        expected: correlation_id,
+                        got,
+                    });
+                }
+                (
+                    rewrite(proxy, api_key, api_version, frame).await?,
+                    api_key,
+                    api_version,
+                )
+            }
+        };
+        if let Some(capture) = &proxy.capture {
+            capture.record(conn.id, Direction::Response, api_key, api_version, &frame.body());
+        }
+        metrics::counter!(m::BYTES_TOTAL, "direction" => "upstream_to_client").increment(frame.len() as u64);
+        write_frame(&mut client, frame.wire())
+            .await
+            .map_err(SessionError::ClientWrite)?;
+    }
+}
+
+/// Applies the response rewrites this API needs; most responses pass as is.
+async fn rewrite(
+    proxy: &Arc<Proxy>,
+    api_key: i16,
+    api_version: i16,
+    frame: Frame,
+) -> Result<Frame, SessionError> {
+    let Ok(api) = ApiKey::try_from(api_key) else {
+        return Ok(frame);
+    };
+    if api == ApiKey::ApiVersions {
+        return versions::rewrite_api_versions_response(&frame.body(), api_version)
+            .map_err(|e| SessionError::Rewrite(e.to_string()));
+    }
+    if !carries_addresses(api, api_version) {
+        return Ok(frame);
+    }
+    let rewritten = rewrite_response(&proxy.addresses, api, api_version, frame)
+        .map_err(|e| SessionError::Rewrite(e.to_string()))?;
+    if !rewritten.brokers.is_empty() {
+        proxy.addresses.learn(&rewritten.brokers);
+        // A client must never be told an address nobody listens on.
+        for broker in &rewritten.brokers {
+            proxy
+                .ensure_broker_listener(broker.node_id)
+                .await
+                .map_err(|e| SessionError::Rewrite(e.to_string()))?;
+        }
+    }
+    Ok(rewritten.frame)
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, wire: &Bytes) -> std::io::Result<()> {
+    w.write_all(wire).await
+}

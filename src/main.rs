@@ -1,0 +1,113 @@
+//! The binary's edge: parse settings, start listeners, wait for shutdown.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use kafka_lfs_proxy::config::{Cli, Command, Settings};
+use kafka_lfs_proxy::kafka::server::Proxy;
+use kafka_lfs_proxy::{http, inspect, metrics};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::InspectCapture(args)) => inspect_capture(&args.dir, &args.forbid),
+        None => {
+            if let Err(error) = cli.settings.validate() {
+                eprintln!("kafka-lfs-proxy: {error}");
+                return ExitCode::from(2);
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(error) => {
+                    eprintln!("kafka-lfs-proxy: cannot start runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(cli.settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("kafka-lfs-proxy: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&settings.log_level))
+        .with_writer(std::io::stderr)
+        .init();
+    let prometheus = metrics::install();
+    let proxy = Proxy::new(settings.clone()).context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
+
+    let kafka_addr = proxy
+        .bind_bootstrap()
+        .await
+        .with_context(|| format!("cannot listen on KAFSCALE_LFS_PROXY_ADDR={}", settings.addr))?;
+    let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on KAFSCALE_LFS_PROXY_HTTP_ADDR={}", settings.http_addr))?;
+    tracing::info!(
+        kafka = %kafka_addr,
+        http = %settings.http_addr,
+        advertised_host = %proxy.addresses.advertised_host(),
+        broker_port_base = settings.broker_port_base(),
+        upstream = ?settings.bootstrap(),
+        "kafka-lfs-proxy listening"
+    );
+    tokio::spawn(std::sync::Arc::clone(&proxy).health_loop());
+    let mut http_shutdown = proxy.shutdown_signal();
+    let app = http::router(std::sync::Arc::clone(&proxy), prometheus);
+    let http_server = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_shutdown.wait().await })
+            .await
+    });
+
+    wait_for_signal().await;
+    tracing::info!(timeout = ?settings.shutdown_timeout(), "shutting down: draining connections");
+    proxy.begin_shutdown();
+    let left = proxy.drain(settings.shutdown_timeout()).await;
+    if left > 0 {
+        tracing::warn!(sessions = left, "shutdown timeout reached; closing remaining connections");
+    } else {
+        tracing::info!("all connections drained");
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http_server).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn inspect_capture(dir: &std::path::Path, forbid: &[String]) -> ExitCode {
+    let report = match inspect::inspect(dir, forbid) {
+        Ok(r) => r,
+        Err(error) => {
+            eprintln!("cannot read {}: {error}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    println!("responses decoded: {}", report.responses - report.errors.len());
+    println!("broker addresses shown to clients: {:?}", report.addresses);
+    for e in &report.errors {
+        println!("undecodable: {e}");
+    }
+    for l in &report.leaks {
+        println!("LEAK: {l}");
+    }
+    if report.leaks.is_empty() && report.errors.is_empty() && report.responses > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

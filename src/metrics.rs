@@ -1,0 +1,64 @@
+//! Metric names and the Prometheus recorder.
+//!
+//! Labels have bounded cardinality: API names come from the fixed list of
+//! Kafka API keys, reasons and directions from fixed sets in the code.
+
+use std::sync::OnceLock;
+
+use kafka_protocol::messages::ApiKey;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS_OPEN: &str = "kafka_lfs_proxy_connections_open";
+pub const CONNECTIONS_TOTAL: &str = "kafka_lfs_proxy_connections_total";
+pub const REQUESTS_TOTAL: &str = "kafka_lfs_proxy_requests_total";
+pub const BYTES_TOTAL: &str = "kafka_lfs_proxy_bytes_total";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "kafka_lfs_proxy_upstream_errors_total";
+pub const FRAME_REJECTIONS_TOTAL: &str = "kafka_lfs_proxy_frame_rejections_total";
+pub const UPSTREAM_UP: &str = "kafka_lfs_proxy_upstream_up";
+
+/// Installs the global recorder once; later calls return the same handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the metrics recorder is installed once");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections currently open");
+    metrics::describe_counter!(CONNECTIONS_TOTAL, "Client connections accepted");
+    metrics::describe_counter!(REQUESTS_TOTAL, "Kafka requests forwarded, by API");
+    metrics::describe_counter!(BYTES_TOTAL, "Bytes relayed, by direction");
+    metrics::describe_counter!(UPSTREAM_ERRORS_TOTAL, "Upstream failures, by kind");
+    metrics::describe_counter!(FRAME_REJECTIONS_TOTAL, "Frames refused, by reason");
+    metrics::describe_gauge!(UPSTREAM_UP, "1 while the last upstream health check succeeded");
+}
+
+/// The API name used as a label (`unknown` for keys the proxy does not know).
+pub fn api_label(api_key: i16) -> &'static str {
+    static NAMES: OnceLock<Vec<(i16, &'static str)>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        ApiKey::iter()
+            .map(|k| (k as i16, &*Box::leak(format!("{k:?}").into_boxed_str())))
+            .collect()
+    });
+    names
+        .iter()
+        .find(|(k, _)| *k == api_key)
+        .map(|(_, n)| *n)
+        .unwrap_or("unknown")
+}
+
+pub fn frame_rejected(reason: &'static str) {
+    metrics::counter!(FRAME_REJECTIONS_TOTAL, "reason" => reason).increment(1);
+}
+
+pub fn upstream_error(kind: &'static str) {
+    metrics::counter!(UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
