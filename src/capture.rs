@@ -38,7 +38,14 @@ impl Capture {
     }
 
     /// Writes one frame body; failures are logged, never fatal.
-    pub fn record(&self, connection: u64, direction: Direction, api_key: i16, api_version: i16, body: &Bytes) {
+    pub fn record(
+        &self,
+        connection: u64,
+        direction: Direction,
+        api_key: i16,
+        api_version: i16,
+        body: &Bytes,
+    ) {
         let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
         let kind = match direction {
             Direction::Request => "request",
@@ -91,11 +98,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Capture::new(dir.path()).unwrap();
         c.record(3, Direction::Response, 18, 3, &Bytes::from_static(b"x"));
-        let name = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().file_name();
+        let name = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name();
         let parsed = parse_name(name.to_str().unwrap()).unwrap();
         assert_eq!(
             parsed,
-            CapturedName { connection: 3, sequence: 0, is_response: true, api_key: 18, api_version: 3 }
+            CapturedName {
+                connection: 3,
+                sequence: 0,
+                is_response: true,
+                api_key: 18,
+                api_version: 3
+            }
         );
     }
 }

@@ -69,7 +69,11 @@ pub struct Settings {
     pub bootstrap_servers: Vec<String>,
 
     /// HTTP address for /metrics, /livez, /readyz (and the LFS HTTP API).
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub http_addr: SocketAddr,
 
     /// Largest Kafka frame accepted from a client or broker, in bytes; a
@@ -87,7 +91,11 @@ pub struct Settings {
     pub upstream_connect_timeout_ms: u64,
 
     /// How long a SIGTERM waits for in-flight requests to finish, in milliseconds.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_SHUTDOWN_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub shutdown_timeout_ms: u64,
 
     /// How often /readyz re-checks that upstream answers, in milliseconds.

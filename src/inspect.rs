@@ -31,7 +31,9 @@ pub fn inspect(dir: &Path, forbid: &[String]) -> std::io::Result<Report> {
         .collect();
     names.sort();
     for name in names {
-        let Some(parsed) = parse_name(&name) else { continue };
+        let Some(parsed) = parse_name(&name) else {
+            continue;
+        };
         if !parsed.is_response {
             continue;
         }
@@ -55,10 +57,15 @@ pub fn inspect(dir: &Path, forbid: &[String]) -> std::io::Result<Report> {
 }
 
 fn decode(api_key: i16, version: i16, mut body: Bytes) -> anyhow::Result<String> {
-    let api = ApiKey::try_from(api_key).map_err(|_| anyhow::anyhow!("unknown api key {api_key}"))?;
+    let api =
+        ApiKey::try_from(api_key).map_err(|_| anyhow::anyhow!("unknown api key {api_key}"))?;
     ResponseHeader::decode(&mut body, api.response_header_version(version))?;
     // A broker answers an unsupported ApiVersions request in v0.
-    let version = if api == ApiKey::ApiVersions && body.get(..2) == Some(&[0, 35]) { 0 } else { version };
+    let version = if api == ApiKey::ApiVersions && body.get(..2) == Some(&[0, 35]) {
+        0
+    } else {
+        version
+    };
     let response = ResponseKind::decode(api, &mut body, version)?;
     if !body.is_empty() {
         anyhow::bail!("{} bytes left after the response", body.len());
@@ -77,7 +84,10 @@ pub fn addresses_in(text: &str) -> Vec<String> {
         let host = &host[..host.find('"').unwrap_or(0)];
         let next_host = rest.find("host: ").unwrap_or(rest.len());
         if let Some(p) = rest[..next_host].find("port: ") {
-            let digits: String = rest[p + 6..].chars().take_while(|c| c.is_ascii_digit() || *c == '-').collect();
+            let digits: String = rest[p + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '-')
+                .collect();
             out.push(format!("{host}:{digits}"));
         }
     }

@@ -39,6 +39,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&settings.log_level))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let prometheus = metrics::install();
     let proxy = Proxy::new(settings.clone()).context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
@@ -49,7 +50,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on KAFSCALE_LFS_PROXY_ADDR={}", settings.addr))?;
     let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
-        .with_context(|| format!("cannot listen on KAFSCALE_LFS_PROXY_HTTP_ADDR={}", settings.http_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on KAFSCALE_LFS_PROXY_HTTP_ADDR={}",
+                settings.http_addr
+            )
+        })?;
     tracing::info!(
         kafka = %kafka_addr,
         http = %settings.http_addr,
@@ -72,7 +78,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     proxy.begin_shutdown();
     let left = proxy.drain(settings.shutdown_timeout()).await;
     if left > 0 {
-        tracing::warn!(sessions = left, "shutdown timeout reached; closing remaining connections");
+        tracing::warn!(
+            sessions = left,
+            "shutdown timeout reached; closing remaining connections"
+        );
     } else {
         tracing::info!("all connections drained");
     }
@@ -97,7 +106,10 @@ fn inspect_capture(dir: &std::path::Path, forbid: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("responses decoded: {}", report.responses - report.errors.len());
+    println!(
+        "responses decoded: {}",
+        report.responses - report.errors.len()
+    );
     println!("broker addresses shown to clients: {:?}", report.addresses);
     for e in &report.errors {
         println!("undecodable: {e}");

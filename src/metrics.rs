@@ -37,7 +37,10 @@ fn describe() {
     metrics::describe_counter!(BYTES_TOTAL, "Bytes relayed, by direction");
     metrics::describe_counter!(UPSTREAM_ERRORS_TOTAL, "Upstream failures, by kind");
     metrics::describe_counter!(FRAME_REJECTIONS_TOTAL, "Frames refused, by reason");
-    metrics::describe_gauge!(UPSTREAM_UP, "1 while the last upstream health check succeeded");
+    metrics::describe_gauge!(
+        UPSTREAM_UP,
+        "1 while the last upstream health check succeeded"
+    );
 }
 
 /// The API name used as a label (`unknown` for keys the proxy does not know).

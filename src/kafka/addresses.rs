@@ -192,12 +192,14 @@ pub fn rewrite_response(
     let body = original.body();
     let header_version = api.response_header_version(version);
     let encoded = match api {
-        ApiKey::Metadata => transform::<MetadataResponse>(api, version, header_version, &body, |r| {
-            for b in &mut r.brokers {
-                map.rewrite_endpoint(b.node_id, &mut b.host, &mut b.port, &mut seen)?;
-            }
-            Ok(true)
-        })?,
+        ApiKey::Metadata => {
+            transform::<MetadataResponse>(api, version, header_version, &body, |r| {
+                for b in &mut r.brokers {
+                    map.rewrite_endpoint(b.node_id, &mut b.host, &mut b.port, &mut seen)?;
+                }
+                Ok(true)
+            })?
+        }
         ApiKey::DescribeCluster => {
             transform::<DescribeClusterResponse>(api, version, header_version, &body, |r| {
                 for b in &mut r.brokers {
@@ -222,12 +224,14 @@ pub fn rewrite_response(
                 Ok(true)
             })?
         }
-        ApiKey::Produce => transform::<ProduceResponse>(api, version, header_version, &body, |r| {
-            for e in &mut r.node_endpoints {
-                map.rewrite_endpoint(e.node_id, &mut e.host, &mut e.port, &mut seen)?;
-            }
-            Ok(!r.node_endpoints.is_empty())
-        })?,
+        ApiKey::Produce => {
+            transform::<ProduceResponse>(api, version, header_version, &body, |r| {
+                for e in &mut r.node_endpoints {
+                    map.rewrite_endpoint(e.node_id, &mut e.host, &mut e.port, &mut seen)?;
+                }
+                Ok(!r.node_endpoints.is_empty())
+            })?
+        }
         ApiKey::Fetch => transform::<FetchResponse>(api, version, header_version, &body, |r| {
             for e in &mut r.node_endpoints {
                 map.rewrite_endpoint(e.node_id, &mut e.host, &mut e.port, &mut seen)?;
@@ -289,7 +293,9 @@ fn transform<T: Decodable + Encodable>(
         .map_err(encode_err)?;
     let mut out = BytesMut::with_capacity(4 + size);
     out.extend_from_slice(&(size as i32).to_be_bytes());
-    header.encode(&mut out, header_version).map_err(encode_err)?;
+    header
+        .encode(&mut out, header_version)
+        .map_err(encode_err)?;
     response.encode(&mut out, version).map_err(encode_err)?;
     Ok(Some(Frame::from_wire(out.freeze())))
 }
@@ -335,14 +341,26 @@ mod tests {
                     .with_host(s("10.0.0.7"))
                     .with_port(9093),
             ]);
-            let out = rewrite_response(&map, ApiKey::Metadata, version, frame(ApiKey::Metadata, version, 5, &r))
-                .unwrap();
+            let out = rewrite_response(
+                &map,
+                ApiKey::Metadata,
+                version,
+                frame(ApiKey::Metadata, version, 5, &r),
+            )
+            .unwrap();
             let (cid, m): (i32, MetadataResponse) = decode(ApiKey::Metadata, version, &out.frame);
             assert_eq!(cid, 5);
-            let got: Vec<_> = m.brokers.iter().map(|b| (b.node_id.0, b.host.to_string(), b.port)).collect();
+            let got: Vec<_> = m
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+                .collect();
             assert_eq!(
                 got,
-                vec![(1, "proxy.local".into(), 19001), (111, "proxy.local".into(), 19111)],
+                vec![
+                    (1, "proxy.local".into(), 19001),
+                    (111, "proxy.local".into(), 19111)
+                ],
                 "v{version}"
             );
             assert_eq!(out.brokers[0].address(), "kafka-1.internal:9092");
@@ -358,22 +376,49 @@ mod tests {
                 .with_node_id(BrokerId(2))
                 .with_host(s("up"))
                 .with_port(1234);
-            let out = rewrite_response(&map, ApiKey::FindCoordinator, version, frame(ApiKey::FindCoordinator, version, 1, &r))
-                .unwrap();
-            let (_, m): (_, FindCoordinatorResponse) = decode(ApiKey::FindCoordinator, version, &out.frame);
+            let out = rewrite_response(
+                &map,
+                ApiKey::FindCoordinator,
+                version,
+                frame(ApiKey::FindCoordinator, version, 1, &r),
+            )
+            .unwrap();
+            let (_, m): (_, FindCoordinatorResponse) =
+                decode(ApiKey::FindCoordinator, version, &out.frame);
             assert_eq!((m.node_id.0, m.host.as_str(), m.port), (2, "p", 20002));
         }
         for version in 4..=6 {
             let r = FindCoordinatorResponse::default().with_coordinators(vec![
-                Coordinator::default().with_key(s("g1")).with_node_id(BrokerId(3)).with_host(s("up")).with_port(1),
+                Coordinator::default()
+                    .with_key(s("g1"))
+                    .with_node_id(BrokerId(3))
+                    .with_host(s("up"))
+                    .with_port(1),
                 // Not available: node -1, nothing to rewrite.
-                Coordinator::default().with_key(s("g2")).with_node_id(BrokerId(-1)).with_host(s("")).with_port(-1).with_error_code(15),
+                Coordinator::default()
+                    .with_key(s("g2"))
+                    .with_node_id(BrokerId(-1))
+                    .with_host(s(""))
+                    .with_port(-1)
+                    .with_error_code(15),
             ]);
-            let out = rewrite_response(&map, ApiKey::FindCoordinator, version, frame(ApiKey::FindCoordinator, version, 1, &r))
-                .unwrap();
-            let (_, m): (_, FindCoordinatorResponse) = decode(ApiKey::FindCoordinator, version, &out.frame);
-            assert_eq!((m.coordinators[0].host.as_str(), m.coordinators[0].port), ("p", 20003));
-            assert_eq!((m.coordinators[1].host.as_str(), m.coordinators[1].port), ("", -1));
+            let out = rewrite_response(
+                &map,
+                ApiKey::FindCoordinator,
+                version,
+                frame(ApiKey::FindCoordinator, version, 1, &r),
+            )
+            .unwrap();
+            let (_, m): (_, FindCoordinatorResponse) =
+                decode(ApiKey::FindCoordinator, version, &out.frame);
+            assert_eq!(
+                (m.coordinators[0].host.as_str(), m.coordinators[0].port),
+                ("p", 20003)
+            );
+            assert_eq!(
+                (m.coordinators[1].host.as_str(), m.coordinators[1].port),
+                ("", -1)
+            );
         }
     }
 
@@ -395,9 +440,13 @@ mod tests {
             .with_node_id(BrokerId(4))
             .with_host(s("up"))
             .with_port(9)]);
-        let out = rewrite_response(&map, ApiKey::Produce, 11, frame(ApiKey::Produce, 11, 8, &r)).unwrap();
+        let out =
+            rewrite_response(&map, ApiKey::Produce, 11, frame(ApiKey::Produce, 11, 8, &r)).unwrap();
         let (_, m): (_, ProduceResponse) = decode(ApiKey::Produce, 11, &out.frame);
-        assert_eq!((m.node_endpoints[0].host.as_str(), m.node_endpoints[0].port), ("p", 20004));
+        assert_eq!(
+            (m.node_endpoints[0].host.as_str(), m.node_endpoints[0].port),
+            ("p", 20004)
+        );
     }
 
     #[test]
@@ -421,7 +470,10 @@ mod tests {
         let body = f.body();
         for n in 0..body.len() {
             let cut = Frame::from_body(&body[..n]);
-            assert!(rewrite_response(&map, ApiKey::Metadata, 12, cut).is_err(), "cut at {n}");
+            assert!(
+                rewrite_response(&map, ApiKey::Metadata, 12, cut).is_err(),
+                "cut at {n}"
+            );
         }
     }
 }

@@ -344,7 +344,11 @@ mod tests {
                     assert_eq!(peek.api_version, version);
                     assert_eq!(peek.correlation_id, 77);
                     assert_eq!(peek.client(), "rdkafka");
-                    assert_eq!(expects_response(&peek, &body).unwrap(), acks != 0, "v{version}");
+                    assert_eq!(
+                        expects_response(&peek, &body).unwrap(),
+                        acks != 0,
+                        "v{version}"
+                    );
                 }
             }
         }

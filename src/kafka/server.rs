@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -70,8 +72,13 @@ impl ShutdownSignal {
 impl Proxy {
     /// Creates the proxy and starts the task that runs its listeners.
     pub fn new(settings: Settings) -> std::io::Result<Arc<Self>> {
-        let capture = settings.capture_dir.as_deref().map(Capture::new).transpose()?;
-        let addresses = BrokerAddressMap::new(&settings.advertised_host(), settings.broker_port_base());
+        let capture = settings
+            .capture_dir
+            .as_deref()
+            .map(Capture::new)
+            .transpose()?;
+        let addresses =
+            BrokerAddressMap::new(&settings.advertised_host(), settings.broker_port_base());
         let (new_listeners, mut listeners_rx) = mpsc::unbounded_channel();
         let proxy = Arc::new(Proxy {
             settings,
@@ -138,7 +145,10 @@ impl Proxy {
     }
 
     /// Makes sure node `node_id` is being served on its advertised port.
-    pub async fn ensure_broker_listener(self: &Arc<Self>, node_id: i32) -> Result<(), ListenerError> {
+    pub async fn ensure_broker_listener(
+        self: &Arc<Self>,
+        node_id: i32,
+    ) -> Result<(), ListenerError> {
         let mut bound = self.broker_listeners.lock().await;
         if bound.contains(&node_id) {
             return Ok(());
@@ -147,7 +157,11 @@ impl Proxy {
         let addr = SocketAddr::new(self.settings.addr.ip(), port);
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| ListenerError::Bind { node_id, addr, source })?;
+            .map_err(|source| ListenerError::Bind {
+                node_id,
+                addr,
+                source,
+            })?;
         tracing::info!(node_id, %addr, "serving upstream broker");
         bound.insert(node_id);
         let _ = self.new_listeners.send((listener, Target::Node(node_id)));
@@ -167,7 +181,8 @@ impl Proxy {
                         Target::Bootstrap => "bootstrap",
                         Target::Node(_) => "broker",
                     };
-                    metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => listener_label).increment(1);
+                    metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => listener_label)
+                        .increment(1);
                     let guard = SessionGuard::enter(Arc::clone(&self));
                     tokio::spawn(async move {
                         session::run(Arc::clone(&guard.0), socket, peer, target).await;
@@ -187,7 +202,11 @@ impl Proxy {
     pub async fn dial(self: &Arc<Self>, target: Target) -> Result<TcpStream, UpstreamError> {
         let timeout = self.settings.upstream_connect_timeout();
         match target {
-            Target::Bootstrap => Ok(upstream::dial_bootstrap(&self.settings.bootstrap(), timeout).await?.0),
+            Target::Bootstrap => Ok(
+                upstream::dial_bootstrap(&self.settings.bootstrap(), timeout)
+                    .await?
+                    .0,
+            ),
             Target::Node(node_id) => {
                 let broker = match self.addresses.upstream(node_id) {
                     Some(b) => b,
@@ -210,9 +229,10 @@ impl Proxy {
     pub async fn refresh_upstream_brokers(self: &Arc<Self>) -> Result<Vec<UpstreamBroker>, String> {
         let timeout = self.settings.upstream_connect_timeout();
         let work = async {
-            let (mut stream, server) = upstream::dial_bootstrap(&self.settings.bootstrap(), timeout)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (mut stream, server) =
+                upstream::dial_bootstrap(&self.settings.bootstrap(), timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
             let brokers = query_brokers(&mut stream, self.settings.max_frame_size)
                 .await
                 .map_err(|e| format!("{server}: {e}"))?;
@@ -274,7 +294,10 @@ impl Drop for SessionGuard {
 }
 
 /// Sends Metadata v1 with an empty topic list and returns the brokers.
-async fn query_brokers(stream: &mut TcpStream, max_frame_size: usize) -> Result<Vec<UpstreamBroker>, String> {
+async fn query_brokers(
+    stream: &mut TcpStream,
+    max_frame_size: usize,
+) -> Result<Vec<UpstreamBroker>, String> {
     const VERSION: i16 = 1;
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Metadata as i16)
@@ -298,7 +321,8 @@ async fn query_brokers(stream: &mut TcpStream, max_frame_size: usize) -> Result<
         .map_err(|e| e.to_string())?
         .ok_or("connection closed before the Metadata response")?;
     let mut buf = response.body();
-    ResponseHeader::decode(&mut buf, ApiKey::Metadata.response_header_version(VERSION)).map_err(|e| e.to_string())?;
+    ResponseHeader::decode(&mut buf, ApiKey::Metadata.response_header_version(VERSION))
+        .map_err(|e| e.to_string())?;
     let metadata = MetadataResponse::decode(&mut buf, VERSION).map_err(|e| e.to_string())?;
     Ok(metadata
         .brokers

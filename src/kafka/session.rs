@@ -151,8 +151,20 @@ async fn relay(
     let (upstream_read, upstream_write) = upstream.into_split();
     let (owed_tx, owed_rx) = mpsc::channel(proxy.settings.max_in_flight);
 
-    let requests = forward_requests(proxy, conn, BufReader::new(client_read), upstream_write, owed_tx);
-    let responses = forward_responses(proxy, conn, BufReader::new(upstream_read), client_write, owed_rx);
+    let requests = forward_requests(
+        proxy,
+        conn,
+        BufReader::new(client_read),
+        upstream_write,
+        owed_tx,
+    );
+    let responses = forward_responses(
+        proxy,
+        conn,
+        BufReader::new(upstream_read),
+        client_write,
+        owed_rx,
+    );
     tokio::pin!(requests, responses);
     tokio::select! {
         result = &mut requests => {
@@ -193,16 +205,30 @@ async fn forward_requests(
         }
         let api = m::api_label(header.api_key);
         metrics::counter!(m::REQUESTS_TOTAL, "api" => api).increment(1);
-        metrics::counter!(m::BYTES_TOTAL, "direction" => "client_to_upstream").increment(frame.len() as u64);
+        metrics::counter!(m::BYTES_TOTAL, "direction" => "client_to_upstream")
+            .increment(frame.len() as u64);
         if let Some(capture) = &proxy.capture {
-            capture.record(conn.id, Direction::Request, header.api_key, header.api_version, &body);
+            capture.record(
+                conn.id,
+                Direction::Request,
+                header.api_key,
+                header.api_version,
+                &body,
+            );
         }
 
         if header.api_key == ApiKey::ApiVersions as i16
             && header.api_version > versions::max_api_versions_version()
         {
-            tracing::debug!(connection = conn.id, version = header.api_version, "answering ApiVersions with UNSUPPORTED_VERSION");
-            let reply = versions::unsupported_version_response(header.correlation_id);
+            tracing::debug!(
+                connection = conn.id,
+                version = header.api_version,
+                "answering ApiVersions with UNSUPPORTED_VERSION"
+            );
+            let reply = versions::unsupported_version_response(
+                header.correlation_id,
+                versions::max_api_versions_version(),
+            );
             if owed.send(Owed::Local(reply)).await.is_err() {
                 return Ok(());
             }
@@ -291,9 +317,16 @@ async fn forward_responses(
             }
         };
         if let Some(capture) = &proxy.capture {
-            capture.record(conn.id, Direction::Response, api_key, api_version, &frame.body());
+            capture.record(
+                conn.id,
+                Direction::Response,
+                api_key,
+                api_version,
+                &frame.body(),
+            );
         }
-        metrics::counter!(m::BYTES_TOTAL, "direction" => "upstream_to_client").increment(frame.len() as u64);
+        metrics::counter!(m::BYTES_TOTAL, "direction" => "upstream_to_client")
+            .increment(frame.len() as u64);
         write_frame(&mut client, frame.wire())
             .await
             .map_err(SessionError::ClientWrite)?;
@@ -311,14 +344,16 @@ async fn rewrite(
         return Ok(frame);
     };
     if api == ApiKey::ApiVersions {
-        return versions::rewrite_api_versions_response(&frame.body(), api_version)
-            .map_err(|e| SessionError::Rewrite(e.to_string()));
+        return versions::rewrite_api_versions_response(&frame.body(), api_version).map_err(|e| {
+            SessionError::Rewrite(format!("{e} (frame starts {})", hex_prefix(&frame)))
+        });
     }
     if !carries_addresses(api, api_version) {
         return Ok(frame);
     }
+    let prefix = hex_prefix(&frame);
     let rewritten = rewrite_response(&proxy.addresses, api, api_version, frame)
-        .map_err(|e| SessionError::Rewrite(e.to_string()))?;
+        .map_err(|e| SessionError::Rewrite(format!("{e} (frame starts {prefix})")))?;
     if !rewritten.brokers.is_empty() {
         proxy.addresses.learn(&rewritten.brokers);
         // A client must never be told an address nobody listens on.
@@ -330,6 +365,16 @@ async fn rewrite(
         }
     }
     Ok(rewritten.frame)
+}
+
+/// The first bytes of a frame in hex, for error messages.
+fn hex_prefix(frame: &Frame) -> String {
+    frame
+        .wire()
+        .iter()
+        .take(48)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, wire: &Bytes) -> std::io::Result<()> {

@@ -54,12 +54,20 @@ pub fn proxy_range(key: ApiKey) -> Result<VersionRange, Withheld> {
     use ApiKey::*;
     match key {
         // Requests only brokers and controllers send each other.
-        WriteTxnMarkers | AlterPartition | Envelope | BrokerRegistration | BrokerHeartbeat
-        | UnregisterBroker | AllocateProducerIds | ControllerRegistration
-        | AssignReplicasToDirs | InitializeShareGroupState | ReadShareGroupState
-        | WriteShareGroupState | DeleteShareGroupState | ReadShareGroupStateSummary => {
-            Err(Withheld::InterBroker)
-        }
+        WriteTxnMarkers
+        | AlterPartition
+        | Envelope
+        | BrokerRegistration
+        | BrokerHeartbeat
+        | UnregisterBroker
+        | AllocateProducerIds
+        | ControllerRegistration
+        | AssignReplicasToDirs
+        | InitializeShareGroupState
+        | ReadShareGroupState
+        | WriteShareGroupState
+        | DeleteShareGroupState
+        | ReadShareGroupStateSummary => Err(Withheld::InterBroker),
         // KRaft quorum RPCs: every response names controller endpoints.
         Vote | BeginQuorumEpoch | EndQuorumEpoch | FetchSnapshot | AddRaftVoter
         | RemoveRaftVoter | UpdateRaftVoter => Err(Withheld::QuorumAddresses),
@@ -118,15 +126,9 @@ pub fn intersect(response: &mut ApiVersionsResponse) {
 #[derive(Debug, thiserror::Error)]
 pub enum VersionsError {
     #[error("cannot decode ApiVersions response v{version}: {source}")]
-    Decode {
-        version: i16,
-        source: anyhow::Error,
-    },
+    Decode { version: i16, source: anyhow::Error },
     #[error("cannot encode ApiVersions response v{version}: {source}")]
-    Encode {
-        version: i16,
-        source: anyhow::Error,
-    },
+    Encode { version: i16, source: anyhow::Error },
 }
 
 /// Rewrites an upstream ApiVersions response frame body (header included).
@@ -150,24 +152,35 @@ pub fn rewrite_api_versions_response(
         request_version
     };
     let mut buf = body.clone();
-    let header = ResponseHeader::decode(&mut buf, 0).map_err(|source| VersionsError::Decode {
-        version,
-        source,
-    })?;
-    let mut response = ApiVersionsResponse::decode(&mut buf, version)
-        .map_err(|source| VersionsError::Decode { version, source })?;
+    let decoded = ResponseHeader::decode(&mut buf, 0)
+        .and_then(|h| Ok((h, ApiVersionsResponse::decode(&mut buf, version)?)));
+    let (header, mut response) = match decoded {
+        Ok(decoded) => decoded,
+        // Some brokers (librdkafka's mock cluster) encode the rejection in
+        // the rejected version's format, and not always well. The meaning is
+        // plain: that version is not supported; ask the client to step down.
+        Err(_) if error_code == UNSUPPORTED_VERSION && request_version > 0 => {
+            let correlation_id = crate::kafka::frame::peek_correlation_id(body).unwrap_or(0);
+            return Ok(unsupported_version_response(
+                correlation_id,
+                request_version - 1,
+            ));
+        }
+        Err(source) => return Err(VersionsError::Decode { version, source }),
+    };
     intersect(&mut response);
     encode_response(header.correlation_id, &response, version)
 }
 
-/// The proxy's own answer to an ApiVersions request newer than it knows.
-pub fn unsupported_version_response(correlation_id: i32) -> Frame {
+/// The proxy's own UNSUPPORTED_VERSION answer to an ApiVersions request,
+/// naming `max_version` as the highest ApiVersions version to retry with.
+pub fn unsupported_version_response(correlation_id: i32, max_version: i16) -> Frame {
     let response = ApiVersionsResponse::default()
         .with_error_code(UNSUPPORTED_VERSION)
         .with_api_keys(vec![ApiVersion::default()
             .with_api_key(ApiKey::ApiVersions as i16)
             .with_min_version(ApiVersionsResponse::VERSIONS.min)
-            .with_max_version(ApiVersionsResponse::VERSIONS.max)]);
+            .with_max_version(max_version)]);
     encode_response(correlation_id, &response, 0).expect("a v0 ApiVersions response always encodes")
 }
 
@@ -197,21 +210,93 @@ mod tests {
     /// versions for broker coordinates (host, port, node endpoints), update
     /// `proxy_range` and `addresses::rewrite_response`, then this table.
     const REVIEWED: &[(i16, i16, i16)] = &[
-        (0, 3, 13), (1, 4, 18), (2, 1, 10), (3, 0, 13), (8, 2, 10), (9, 1, 10),
-        (10, 0, 6), (11, 0, 9), (12, 0, 4), (13, 0, 5), (14, 0, 5), (15, 0, 6),
-        (16, 0, 5), (17, 0, 1), (18, 0, 4), (19, 2, 7), (20, 1, 6), (21, 0, 2),
-        (22, 0, 6), (23, 2, 4), (24, 0, 5), (25, 0, 4), (26, 0, 5), (27, 1, 1),
-        (28, 0, 5), (29, 1, 3), (30, 1, 3), (31, 1, 3), (32, 1, 4), (33, 0, 2),
-        (34, 1, 2), (35, 1, 4), (36, 0, 2), (37, 0, 3), (38, 1, 3), (39, 1, 2),
-        (40, 1, 2), (41, 1, 3), (42, 0, 2), (43, 0, 2), (44, 0, 1), (45, 0, 1),
-        (46, 0, 0), (47, 0, 0), (48, 0, 1), (49, 0, 1), (50, 0, 0), (51, 0, 0),
-        (52, 0, 2), (53, 0, 1), (54, 0, 1), (55, 0, 2), (56, 2, 3), (57, 0, 2),
-        (58, 0, 0), (59, 0, 1), (60, 0, 2), (61, 0, 0), (62, 0, 4), (63, 0, 1),
-        (64, 0, 0), (65, 0, 0), (66, 0, 2), (67, 0, 0), (68, 0, 1), (69, 0, 1),
-        (70, 0, 0), (71, 0, 0), (72, 0, 0), (73, 0, 0), (74, 0, 1), (75, 0, 0),
-        (76, 1, 1), (77, 1, 1), (78, 1, 1), (79, 1, 1), (80, 0, 0), (81, 0, 0),
-        (82, 0, 0), (83, 0, 0), (84, 0, 0), (85, 0, 0), (86, 0, 0), (87, 0, 0),
-        (90, 0, 0), (91, 0, 0), (92, 0, 0),
+        (0, 3, 13),
+        (1, 4, 18),
+        (2, 1, 10),
+        (3, 0, 13),
+        (8, 2, 10),
+        (9, 1, 10),
+        (10, 0, 6),
+        (11, 0, 9),
+        (12, 0, 4),
+        (13, 0, 5),
+        (14, 0, 5),
+        (15, 0, 6),
+        (16, 0, 5),
+        (17, 0, 1),
+        (18, 0, 4),
+        (19, 2, 7),
+        (20, 1, 6),
+        (21, 0, 2),
+        (22, 0, 6),
+        (23, 2, 4),
+        (24, 0, 5),
+        (25, 0, 4),
+        (26, 0, 5),
+        (27, 1, 1),
+        (28, 0, 5),
+        (29, 1, 3),
+        (30, 1, 3),
+        (31, 1, 3),
+        (32, 1, 4),
+        (33, 0, 2),
+        (34, 1, 2),
+        (35, 1, 4),
+        (36, 0, 2),
+        (37, 0, 3),
+        (38, 1, 3),
+        (39, 1, 2),
+        (40, 1, 2),
+        (41, 1, 3),
+        (42, 0, 2),
+        (43, 0, 2),
+        (44, 0, 1),
+        (45, 0, 1),
+        (46, 0, 0),
+        (47, 0, 0),
+        (48, 0, 1),
+        (49, 0, 1),
+        (50, 0, 0),
+        (51, 0, 0),
+        (52, 0, 2),
+        (53, 0, 1),
+        (54, 0, 1),
+        (55, 0, 2),
+        (56, 2, 3),
+        (57, 0, 2),
+        (58, 0, 0),
+        (59, 0, 1),
+        (60, 0, 2),
+        (61, 0, 0),
+        (62, 0, 4),
+        (63, 0, 1),
+        (64, 0, 0),
+        (65, 0, 0),
+        (66, 0, 2),
+        (67, 0, 0),
+        (68, 0, 1),
+        (69, 0, 1),
+        (70, 0, 0),
+        (71, 0, 0),
+        (72, 0, 0),
+        (73, 0, 0),
+        (74, 0, 1),
+        (75, 0, 0),
+        (76, 1, 1),
+        (77, 1, 1),
+        (78, 1, 1),
+        (79, 1, 1),
+        (80, 0, 0),
+        (81, 0, 0),
+        (82, 0, 0),
+        (83, 0, 0),
+        (84, 0, 0),
+        (85, 0, 0),
+        (86, 0, 0),
+        (87, 0, 0),
+        (90, 0, 0),
+        (91, 0, 0),
+        (92, 0, 0),
     ];
 
     #[test]
@@ -226,7 +311,9 @@ mod tests {
             .iter()
             .filter(|c| !REVIEWED.contains(c))
             .map(|(k, min, max)| {
-                let name = ApiKey::try_from(*k).map(|k| format!("{k:?}")).unwrap_or_default();
+                let name = ApiKey::try_from(*k)
+                    .map(|k| format!("{k:?}"))
+                    .unwrap_or_default();
                 format!("{name} ({k}) v{min}..={max}")
             })
             .collect();
@@ -260,16 +347,19 @@ mod tests {
     #[test]
     fn intersects_drops_unknown_and_withheld_keeps_produce_min_zero() {
         let mut r = upstream(&[
-            (0, 3, 99),    // Produce: max capped, min forced to 0
-            (1, 0, 20),    // Fetch: min raised to what we decode, max capped
-            (18, 0, 4),    // ApiVersions
-            (55, 0, 2),    // DescribeQuorum: capped at v1
-            (52, 0, 2),    // Vote: withheld
-            (1000, 0, 1),  // unknown key: dropped
-            (3, 20, 30),   // Metadata: no overlap, dropped
+            (0, 3, 99),   // Produce: max capped, min forced to 0
+            (1, 0, 20),   // Fetch: min raised to what we decode, max capped
+            (18, 0, 4),   // ApiVersions
+            (55, 0, 2),   // DescribeQuorum: capped at v1
+            (52, 0, 2),   // Vote: withheld
+            (1000, 0, 1), // unknown key: dropped
+            (3, 20, 30),  // Metadata: no overlap, dropped
         ]);
         intersect(&mut r);
-        assert_eq!(ranges(&r), vec![(0, 0, 13), (1, 4, 18), (18, 0, 4), (55, 0, 1)]);
+        assert_eq!(
+            ranges(&r),
+            vec![(0, 0, 13), (1, 4, 18), (18, 0, 4), (55, 0, 1)]
+        );
     }
 
     #[test]
@@ -296,7 +386,11 @@ mod tests {
         body.extend_from_slice(&[1, 1, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         let frame = rewrite_api_versions_response(&body.freeze(), 3).unwrap();
         let out = frame.body();
-        assert_eq!(out.last(), Some(&0), "no tagged fields in the re-encoded response");
+        assert_eq!(
+            out.last(),
+            Some(&0),
+            "no tagged fields in the re-encoded response"
+        );
         let mut buf = out.clone();
         let header = ResponseHeader::decode(&mut buf, 0).unwrap();
         assert_eq!(header.correlation_id, 9);
@@ -306,7 +400,7 @@ mod tests {
 
     #[test]
     fn unsupported_version_answer_is_v0_with_api_versions_range() {
-        let frame = unsupported_version_response(42);
+        let frame = unsupported_version_response(42, max_api_versions_version());
         let mut buf = frame.body();
         let header = ResponseHeader::decode(&mut buf, 0).unwrap();
         assert_eq!(header.correlation_id, 42);
@@ -332,6 +426,21 @@ mod tests {
         let r = ApiVersionsResponse::decode(&mut buf, 0).unwrap();
         assert_eq!(r.error_code, UNSUPPORTED_VERSION);
         assert_eq!(ranges(&r), vec![(18, 0, 2), (3, 0, 12)]);
+    }
+
+    #[test]
+    fn undecodable_rejection_steps_the_client_down() {
+        // librdkafka's mock broker rejecting ApiVersions v4 (captured).
+        let body = Bytes::from_static(&[0, 0, 0, 1, 0, 0x23, 1, 0, 0x12, 0, 0, 0, 2, 0, 0, 0, 0]);
+        let frame = rewrite_api_versions_response(&body, 4).unwrap();
+        let mut buf = frame.body();
+        assert_eq!(
+            ResponseHeader::decode(&mut buf, 0).unwrap().correlation_id,
+            1
+        );
+        let r = ApiVersionsResponse::decode(&mut buf, 0).unwrap();
+        assert_eq!(r.error_code, UNSUPPORTED_VERSION);
+        assert_eq!(ranges(&r), vec![(18, 0, 3)]);
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! Helpers for end-to-end tests: free ports and a proxy child process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A base port such that `base .. base + count` are all free right now.
+pub fn free_port_block(count: u16) -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base = 20_000
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(attempt * 7919))
+                % 30_000) as u16;
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free block of {count} ports");
+}
+
+/// A running proxy; killed (by its own pid) when dropped.
+pub struct ProxyProcess {
+    pub child: Child,
+    pub port: u16,
+    pub http_port: u16,
+    pub capture_dir: Option<PathBuf>,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl ProxyProcess {
+    /// Starts the proxy in front of `bootstrap`, listening on `port` with
+    /// brokers at `port + 1 + node_id`.
+    pub fn start(
+        bootstrap: &str,
+        capture_dir: Option<&Path>,
+        extra: &[(&str, &str)],
+    ) -> ProxyProcess {
+        let port = free_port_block(12);
+        let http_port = free_port_block(1);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafka-lfs-proxy"));
+        cmd.env("KAFSCALE_LFS_PROXY_ADDR", format!("127.0.0.1:{port}"))
+            .env("KAFSCALE_LFS_PROXY_ADVERTISED_HOST", "localhost")
+            .env("KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS", bootstrap)
+            .env(
+                "KAFSCALE_LFS_PROXY_HTTP_ADDR",
+                format!("127.0.0.1:{http_port}"),
+            )
+            .env("KAFSCALE_LFS_PROXY_HEALTH_INTERVAL_MS", "500")
+            .env("KAFSCALE_LFS_PROXY_LOG_LEVEL", "info,kafka_lfs_proxy=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(dir) = capture_dir {
+            cmd.env("KAFSCALE_LFS_PROXY_CAPTURE_DIR", dir);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start kafka-lfs-proxy");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[proxy] {line}");
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        wait_for_port(port, Duration::from_secs(10));
+        ProxyProcess {
+            child,
+            port,
+            http_port,
+            capture_dir: capture_dir.map(Path::to_owned),
+            log,
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("localhost:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// GET a path on the HTTP port; returns (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect http");
+        use std::io::Write;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Runs `inspect-capture` and returns (success, output).
+    pub fn inspect_capture(&self, forbid: &[String]) -> (bool, String) {
+        let dir = self.capture_dir.as_ref().expect("capture dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafka-lfs-proxy"));
+        cmd.arg("inspect-capture").arg(dir);
+        for f in forbid {
+            cmd.arg("--forbid").arg(f);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on port {port} after {within:?}");
+}
