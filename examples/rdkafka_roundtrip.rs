@@ -28,9 +28,17 @@ fn main() {
         let mut value = vec![0u8, 1, 254, 255];
         value.extend_from_slice(format!("rdkafka-{i}").as_bytes());
         let trace = format!("rdkafka-{i}");
-        let headers = OwnedHeaders::new().insert(Header { key: "trace-id", value: Some(trace.as_bytes()) });
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "trace-id",
+            value: Some(trace.as_bytes()),
+        });
         producer
-            .send(BaseRecord::to(topic).key(&key).payload(&value).headers(headers))
+            .send(
+                BaseRecord::to(topic)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers),
+            )
             .map_err(|(e, _)| e)
             .expect("enqueue");
         sent.insert((key, value, trace));
@@ -49,7 +57,8 @@ fn main() {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..3 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut got: BTreeSet<Row> = BTreeSet::new();
@@ -59,7 +68,11 @@ fn main() {
             Some(Ok(m)) => {
                 let trace = m
                     .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "trace-id").and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "trace-id")
+                            .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    })
                     .unwrap_or_default();
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
                 got.insert((key, m.payload().unwrap_or_default().to_vec(), trace));

@@ -151,12 +151,18 @@ async fn relay(
     let (upstream_read, upstream_write) = upstream.into_split();
     let (owed_tx, owed_rx) = mpsc::channel(proxy.settings.max_in_flight);
 
+    // Dropping a write half sends FIN, and a broker closes the whole
+    // connection on EOF, so the upstream write half must outlive the
+    // responses still owed: the request loop only borrows it.
+    let mut upstream_write = upstream_write;
+    let unanswered = UnansweredProduces::default();
     let requests = forward_requests(
         proxy,
         conn,
         BufReader::new(client_read),
-        upstream_write,
+        &mut upstream_write,
         owed_tx,
+        &unanswered,
     );
     let responses = forward_responses(
         proxy,
@@ -164,6 +170,7 @@ async fn relay(
         BufReader::new(upstream_read),
         client_write,
         owed_rx,
+        &unanswered,
     );
     tokio::pin!(requests, responses);
     tokio::select! {
@@ -183,8 +190,9 @@ async fn forward_requests(
     proxy: &Arc<Proxy>,
     conn: &Conn,
     mut client: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    mut upstream: tokio::net::tcp::OwnedWriteHalf,
+    upstream: &mut tokio::net::tcp::OwnedWriteHalf,
     owed: mpsc::Sender<Owed>,
+    unanswered: &UnansweredProduces,
 ) -> Result<(), SessionError> {
     let mut shutdown = proxy.shutdown_signal();
     loop {
@@ -250,6 +258,8 @@ async fn forward_requests(
             if owed.send(entry).await.is_err() {
                 return Ok(());
             }
+        } else {
+            unanswered.remember(header.correlation_id);
         }
         upstream
             .write_all(frame.wire())
@@ -266,6 +276,7 @@ async fn forward_responses(
     mut upstream: BufReader<tokio::net::tcp::OwnedReadHalf>,
     mut client: tokio::net::tcp::OwnedWriteHalf,
     mut owed: mpsc::Receiver<Owed>,
+    unanswered: &UnansweredProduces,
 ) -> Result<(), SessionError> {
     loop {
         let entry = match owed.try_recv() {
@@ -283,7 +294,15 @@ async fn forward_responses(
                     ready = upstream.fill_buf() => {
                         match ready {
                             Ok([]) => return Err(SessionError::UpstreamClosed),
-                            Ok(_) => owed.try_recv().map_err(|_| SessionError::Unsolicited)?,
+                            Ok(_) => match owed.try_recv() {
+                                Ok(entry) => entry,
+                                Err(_) => {
+                                    // Nothing is owed: only an answer to an
+                                    // acks=0 Produce may arrive; drop it.
+                                    discard_unanswered(proxy, &mut upstream, unanswered).await?;
+                                    continue;
+                                }
+                            },
                             Err(_) => return Err(SessionError::UpstreamClosed),
                         }
                     }
@@ -297,18 +316,25 @@ async fn forward_responses(
                 api_version,
                 correlation_id,
             } => {
-                let frame = frame::read_frame(&mut upstream, proxy.settings.max_frame_size)
-                    .await
-                    .map_err(SessionError::UpstreamFrame)?
-                    .ok_or(SessionError::UpstreamClosed)?;
-                let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
-                    .map_err(SessionError::UpstreamFrame)?;
-                if got != correlation_id {
-                    return Err(SessionError::CorrelationMismatch {
-                        expected: correlation_id,
-                        got,
-                    });
-                }
+                let frame = loop {
+                    let frame = read_upstream_frame(proxy, &mut upstream).await?;
+                    let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
+                        .map_err(SessionError::UpstreamFrame)?;
+                    if got == correlation_id {
+                        break frame;
+                    }
+                    if !unanswered.forget(got) {
+                        return Err(SessionError::CorrelationMismatch {
+                            expected: correlation_id,
+                            got,
+                        });
+                    }
+                    tracing::debug!(
+                        connection = conn.id,
+                        correlation_id = got,
+                        "dropped a broker's answer to acks=0"
+                    );
+                };
                 (
                     rewrite(proxy, api_key, api_version, frame).await?,
                     api_key,
@@ -330,6 +356,67 @@ async fn forward_responses(
         write_frame(&mut client, frame.wire())
             .await
             .map_err(SessionError::ClientWrite)?;
+    }
+}
+
+async fn read_upstream_frame(
+    proxy: &Arc<Proxy>,
+    upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Result<Frame, SessionError> {
+    frame::read_frame(upstream, proxy.settings.max_frame_size)
+        .await
+        .map_err(SessionError::UpstreamFrame)?
+        .ok_or(SessionError::UpstreamClosed)
+}
+
+/// Reads a frame nobody is owed; drops it if it answers an acks=0 Produce.
+async fn discard_unanswered(
+    proxy: &Arc<Proxy>,
+    upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    unanswered: &UnansweredProduces,
+) -> Result<(), SessionError> {
+    let frame = read_upstream_frame(proxy, upstream).await?;
+    let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
+        .map_err(SessionError::UpstreamFrame)?;
+    if unanswered.forget(got) {
+        Ok(())
+    } else {
+        Err(SessionError::Unsolicited)
+    }
+}
+
+/// Correlation ids of recent acks=0 Produce requests.
+///
+/// Kafka brokers never answer them, but some brokers (librdkafka's mock
+/// cluster, for one) do. Such an answer is recognised by its id and dropped:
+/// the client expects nothing. Bounded: with a broker that never answers,
+/// old ids simply fall out.
+#[derive(Default)]
+struct UnansweredProduces(std::sync::Mutex<std::collections::VecDeque<i32>>);
+
+impl UnansweredProduces {
+    const CAPACITY: usize = 1024;
+
+    fn remember(&self, correlation_id: i32) {
+        if let Ok(mut ids) = self.0.lock() {
+            if ids.len() == Self::CAPACITY {
+                ids.pop_front();
+            }
+            ids.push_back(correlation_id);
+        }
+    }
+
+    fn forget(&self, correlation_id: i32) -> bool {
+        let Ok(mut ids) = self.0.lock() else {
+            return false;
+        };
+        match ids.iter().position(|&id| id == correlation_id) {
+            Some(i) => {
+                ids.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 }
 

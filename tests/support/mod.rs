@@ -167,3 +167,167 @@ pub fn wait_for_port(port: u16, within: Duration) {
     }
     panic!("nothing listening on port {port} after {within:?}");
 }
+
+/// A raw Kafka connection: send encoded requests, read whole response frames.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    pub fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        RawClient { stream }
+    }
+
+    /// Encodes header + body, sends it, returns the frame sent (with prefix).
+    pub fn send<T: kafka_protocol::protocol::Encodable>(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        correlation_id: i32,
+        body: &T,
+    ) -> Vec<u8> {
+        self.send_as(api_key, version, version, correlation_id, body)
+    }
+
+    /// Encodes the body at `version` but names `wire_version` in the header:
+    /// a request from a client newer than the proxy.
+    pub fn send_as<T: kafka_protocol::protocol::Encodable>(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        wire_version: i16,
+        correlation_id: i32,
+        body: &T,
+    ) -> Vec<u8> {
+        use kafka_protocol::messages::{ApiKey, RequestHeader};
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("raw-test")));
+        let hv = ApiKey::try_from(api_key)
+            .map(|k| k.request_header_version(version))
+            .unwrap_or(1);
+        let mut buf = bytes::BytesMut::new();
+        header.encode(&mut buf, hv).unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf[2..4].copy_from_slice(&wire_version.to_be_bytes());
+        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&buf);
+        self.send_raw(&frame);
+        frame
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one response frame (with its length prefix), or None on EOF.
+    pub fn read_frame(&mut self) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut frame = len.to_vec();
+        frame.resize(4 + i32::from_be_bytes(len) as usize, 0);
+        self.stream.read_exact(&mut frame[4..]).ok()?;
+        Some(frame)
+    }
+
+    /// True when the peer has closed the connection (EOF or reset).
+    pub fn is_closed_within(&mut self, within: Duration) -> bool {
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let mut b = [0u8; 1];
+        match self.stream.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+        }
+    }
+}
+
+/// The correlation id of a response frame (length prefix included).
+pub fn correlation_id(frame: &[u8]) -> i32 {
+    i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]])
+}
+
+/// A TCP relay that records, per connection, the bytes each way.
+pub struct RecordingTap {
+    pub port: u16,
+    pub connections: Arc<Mutex<Vec<Arc<Mutex<(Vec<u8>, Vec<u8>)>>>>>,
+}
+
+impl RecordingTap {
+    pub fn start(target: String) -> RecordingTap {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections: Arc<Mutex<Vec<Arc<Mutex<(Vec<u8>, Vec<u8>)>>>>> = Arc::default();
+        let conns = Arc::clone(&connections);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let record: Arc<Mutex<(Vec<u8>, Vec<u8>)>> = Arc::default();
+                conns.lock().unwrap().push(Arc::clone(&record));
+                pump(
+                    client.try_clone().unwrap(),
+                    upstream.try_clone().unwrap(),
+                    Arc::clone(&record),
+                    true,
+                );
+                pump(upstream, client, record, false);
+            }
+        });
+        RecordingTap { port, connections }
+    }
+}
+
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    record: Arc<Mutex<(Vec<u8>, Vec<u8>)>>,
+    upstream_bound: bool,
+) {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                Ok(n) => {
+                    {
+                        let mut r = record.lock().unwrap();
+                        if upstream_bound {
+                            r.0.extend_from_slice(&buf[..n])
+                        } else {
+                            r.1.extend_from_slice(&buf[..n])
+                        }
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Reads a Prometheus sample value from /metrics text (0 when absent).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
