@@ -258,17 +258,20 @@ pub fn correlation_id(frame: &[u8]) -> i32 {
     i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]])
 }
 
+/// Bytes one connection carried: (towards upstream, towards the client).
+pub type Recorded = Arc<Mutex<(Vec<u8>, Vec<u8>)>>;
+
 /// A TCP relay that records, per connection, the bytes each way.
 pub struct RecordingTap {
     pub port: u16,
-    pub connections: Arc<Mutex<Vec<Arc<Mutex<(Vec<u8>, Vec<u8>)>>>>>,
+    pub connections: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl RecordingTap {
     pub fn start(target: String) -> RecordingTap {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let connections: Arc<Mutex<Vec<Arc<Mutex<(Vec<u8>, Vec<u8>)>>>>> = Arc::default();
+        let connections: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let conns = Arc::clone(&connections);
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -276,7 +279,7 @@ impl RecordingTap {
                 let Ok(upstream) = TcpStream::connect(&target) else {
                     continue;
                 };
-                let record: Arc<Mutex<(Vec<u8>, Vec<u8>)>> = Arc::default();
+                let record: Recorded = Arc::default();
                 conns.lock().unwrap().push(Arc::clone(&record));
                 pump(
                     client.try_clone().unwrap(),
