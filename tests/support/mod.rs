@@ -203,22 +203,8 @@ impl RawClient {
         correlation_id: i32,
         body: &T,
     ) -> Vec<u8> {
-        use kafka_protocol::messages::{ApiKey, RequestHeader};
-        use kafka_protocol::protocol::{Encodable, StrBytes};
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("raw-test")));
-        let hv = ApiKey::try_from(api_key)
-            .map(|k| k.request_header_version(version))
-            .unwrap_or(1);
-        let mut buf = bytes::BytesMut::new();
-        header.encode(&mut buf, hv).unwrap();
-        body.encode(&mut buf, version).unwrap();
-        buf[2..4].copy_from_slice(&wire_version.to_be_bytes());
-        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&buf);
+        let mut frame = encode_request(api_key, version, correlation_id, body);
+        frame[6..8].copy_from_slice(&wire_version.to_be_bytes());
         self.send_raw(&frame);
         frame
     }
@@ -251,6 +237,31 @@ impl RawClient {
             ),
         }
     }
+}
+
+/// A request frame (length prefix included) from a header and a body.
+pub fn encode_request<T: kafka_protocol::protocol::Encodable>(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Vec<u8> {
+    use kafka_protocol::messages::{ApiKey, RequestHeader};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("raw-test")));
+    let hv = ApiKey::try_from(api_key)
+        .map(|k| k.request_header_version(version))
+        .unwrap_or(1);
+    let mut buf = bytes::BytesMut::new();
+    header.encode(&mut buf, hv).unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&buf);
+    frame
 }
 
 /// The correlation id of a response frame (length prefix included).
@@ -333,4 +344,67 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         .filter(|l| l.starts_with(name_and_labels))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
+}
+
+/// A TCP relay that corrupts what upstream sends: flips bytes, and sometimes
+/// cuts the connection mid-stream. Deterministic for a given seed.
+pub struct CorruptingRelay {
+    pub port: u16,
+}
+
+impl CorruptingRelay {
+    pub fn start(target: String, seed: u64) -> CorruptingRelay {
+        use std::io::Write;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut rng = seed | 1;
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let Ok(mut upstream) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                rng = xorshift(rng);
+                let mut conn_rng = rng;
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match upstream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        conn_rng = xorshift(conn_rng);
+                        match conn_rng % 8 {
+                            0 => break, // cut
+                            1..=4 => {
+                                for _ in 0..1 + conn_rng % 4 {
+                                    conn_rng = xorshift(conn_rng);
+                                    let i = (conn_rng as usize) % n;
+                                    buf[i] ^= (conn_rng >> 17) as u8 | 1;
+                                }
+                            }
+                            _ => {}
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CorruptingRelay { port }
+    }
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
 }
