@@ -4,7 +4,11 @@
 //! is written to its own file, named so that a reader can decode it without
 //! any other context:
 //!
-//! `{connection}-{sequence}-{request|response}-k{api_key}-v{api_version}.bin`
+//! `{connection}-{sequence}-{kind}-k{api_key}-v{api_version}.bin`
+//!
+//! where `kind` is `request` (from the client), `response` (to the client),
+//! or `upstream` (a response as the broker sent it, recorded for the APIs
+//! the proxy decodes, before any rewrite).
 //!
 //! The files are the frames' bodies (no length prefix). The e2e tests use
 //! them to prove no upstream address reaches a client, and they are how the
@@ -22,10 +26,11 @@ pub struct Capture {
 }
 
 /// Which way a captured frame went.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Request,
     Response,
+    Upstream,
 }
 
 impl Capture {
@@ -50,6 +55,7 @@ impl Capture {
         let kind = match direction {
             Direction::Request => "request",
             Direction::Response => "response",
+            Direction::Upstream => "upstream",
         };
         let name = format!("{connection:06}-{seq:08}-{kind}-k{api_key}-v{api_version}.bin");
         if let Err(error) = std::fs::write(self.dir.join(&name), body) {
@@ -63,7 +69,7 @@ impl Capture {
 pub struct CapturedName {
     pub connection: u64,
     pub sequence: u64,
-    pub is_response: bool,
+    pub direction: Direction,
     pub api_key: i16,
     pub api_version: i16,
 }
@@ -73,9 +79,10 @@ pub fn parse_name(name: &str) -> Option<CapturedName> {
     let mut parts = stem.split('-');
     let connection = parts.next()?.parse().ok()?;
     let sequence = parts.next()?.parse().ok()?;
-    let is_response = match parts.next()? {
-        "request" => false,
-        "response" => true,
+    let direction = match parts.next()? {
+        "request" => Direction::Request,
+        "response" => Direction::Response,
+        "upstream" => Direction::Upstream,
         _ => return None,
     };
     let api_key = parts.next()?.strip_prefix('k')?.parse().ok()?;
@@ -83,7 +90,7 @@ pub fn parse_name(name: &str) -> Option<CapturedName> {
     Some(CapturedName {
         connection,
         sequence,
-        is_response,
+        direction,
         api_key,
         api_version,
     })
@@ -110,7 +117,7 @@ mod tests {
             CapturedName {
                 connection: 3,
                 sequence: 0,
-                is_response: true,
+                direction: Direction::Response,
                 api_key: 18,
                 api_version: 3
             }

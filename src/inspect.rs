@@ -13,7 +13,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Decodable;
 
-use crate::capture::parse_name;
+use crate::capture::{parse_name, Direction};
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -34,7 +34,8 @@ pub fn inspect(dir: &Path, forbid: &[String]) -> std::io::Result<Report> {
         let Some(parsed) = parse_name(&name) else {
             continue;
         };
-        if !parsed.is_response {
+        // Only what clients were sent; `upstream` files are the broker's.
+        if parsed.direction != Direction::Response {
             continue;
         }
         report.responses += 1;

@@ -336,7 +336,7 @@ async fn forward_responses(
                     );
                 };
                 (
-                    rewrite(proxy, api_key, api_version, frame).await?,
+                    rewrite(proxy, conn, api_key, api_version, frame).await?,
                     api_key,
                     api_version,
                 )
@@ -423,6 +423,7 @@ impl UnansweredProduces {
 /// Applies the response rewrites this API needs; most responses pass as is.
 async fn rewrite(
     proxy: &Arc<Proxy>,
+    conn: &Conn,
     api_key: i16,
     api_version: i16,
     frame: Frame,
@@ -430,6 +431,16 @@ async fn rewrite(
     let Ok(api) = ApiKey::try_from(api_key) else {
         return Ok(frame);
     };
+    let decoded = api == ApiKey::ApiVersions || carries_addresses(api, api_version);
+    if let (Some(capture), true) = (&proxy.capture, decoded) {
+        capture.record(
+            conn.id,
+            Direction::Upstream,
+            api_key,
+            api_version,
+            &frame.body(),
+        );
+    }
     if api == ApiKey::ApiVersions {
         return versions::rewrite_api_versions_response(&frame.body(), api_version).map_err(|e| {
             SessionError::Rewrite(format!("{e} (frame starts {})", hex_prefix(&frame)))
