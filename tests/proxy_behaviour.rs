@@ -406,3 +406,62 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let log = proxy.log();
     assert!(log.contains("all connections drained"), "{log}");
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order_under_back_pressure() {
+    let cluster = cluster_with_topic("pipeline");
+    let proxy = ProxyProcess::start(
+        &cluster.bootstrap_servers(),
+        None,
+        &[("KAFSCALE_LFS_PROXY_MAX_IN_FLIGHT", "2")],
+    );
+    let mut client = RawClient::connect(proxy.port + 2);
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(50))
+        .unwrap();
+    let list_offsets = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+        .with_name(topic_name("pipeline"))
+        .with_partitions(vec![ListOffsetsPartition::default()
+            .with_partition_index(0)
+            .with_timestamp(-1)])]);
+    // 24 requests of three APIs, sent back to back before reading anything;
+    // every third is an acks=0 Produce that must get no answer.
+    let mut expected = Vec::new();
+    for i in 0..24 {
+        let id = 1000 + i;
+        match i % 3 {
+            0 => {
+                client.send(
+                    3,
+                    9,
+                    id,
+                    &MetadataRequest::default().with_topics(Some(vec![])),
+                );
+                expected.push(id);
+            }
+            1 => {
+                client.send(2, 5, id, &list_offsets);
+                expected.push(id);
+            }
+            _ => {
+                let produce = ProduceRequest::default()
+                    .with_acks(0)
+                    .with_timeout_ms(5000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(topic_name("pipeline"))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(one_record_batch("p")))])]);
+                client.send(0, 9, id, &produce);
+            }
+        }
+    }
+    let got: Vec<i32> = expected
+        .iter()
+        .map(|_| correlation_id(&client.read_frame().expect("response")))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "responses come back in request order with their ids"
+    );
+}
