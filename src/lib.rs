@@ -6,4 +6,5 @@ pub mod config;
 pub mod http;
 pub mod inspect;
 pub mod kafka;
+pub mod lfs;
 pub mod metrics;

@@ -15,6 +15,12 @@ pub const BYTES_TOTAL: &str = "kafka_lfs_proxy_bytes_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "kafka_lfs_proxy_upstream_errors_total";
 pub const FRAME_REJECTIONS_TOTAL: &str = "kafka_lfs_proxy_frame_rejections_total";
 pub const UPSTREAM_UP: &str = "kafka_lfs_proxy_upstream_up";
+pub const LFS_UPLOADS_TOTAL: &str = "kafka_lfs_proxy_lfs_uploads_total";
+pub const LFS_UPLOAD_BYTES_TOTAL: &str = "kafka_lfs_proxy_lfs_upload_bytes_total";
+pub const LFS_UPLOAD_SECONDS: &str = "kafka_lfs_proxy_lfs_upload_duration_seconds";
+pub const LFS_STORAGE_ERRORS_TOTAL: &str = "kafka_lfs_proxy_lfs_storage_errors_total";
+pub const LFS_ORPHANS_DELETED: &str = "kafka_lfs_proxy_lfs_orphans_deleted_total";
+pub const LFS_ORPHANS_LEFT: &str = "kafka_lfs_proxy_lfs_orphans_left_total";
 
 /// Installs the global recorder once; later calls return the same handle.
 pub fn install() -> PrometheusHandle {

@@ -1,0 +1,6 @@
+//! Large-value offload (claim-check): envelope, checksums, storage, rewrite.
+
+pub mod checksum;
+pub mod envelope;
+pub mod rewrite;
+pub mod store;
