@@ -107,6 +107,76 @@ pub struct Settings {
     #[arg(long, env = "KAFSCALE_LFS_PROXY_CAPTURE_DIR")]
     pub capture_dir: Option<PathBuf>,
 
+    /// S3 bucket for LFS blobs; when unset, blobs go to STORAGE_DIR.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// S3 region [default: us-east-1]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// S3 endpoint for non-AWS S3 (MinIO, SeaweedFS, ...).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Path-style S3 addressing [default: true when an endpoint is set]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: Option<bool>,
+
+    /// S3 access key (else the AWS default credential chain).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+
+    /// S3 secret key.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+
+    /// S3 session token (STS).
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_S3_SESSION_TOKEN",
+        hide_env_values = true
+    )]
+    pub s3_session_token: Option<String>,
+
+    /// Local directory for LFS blobs when no S3 bucket is set.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_STORAGE_DIR",
+        default_value = "./lfs-data"
+    )]
+    pub storage_dir: PathBuf,
+
+    /// First segment of every object key.
+    #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
+    pub s3_namespace: String,
+
+    /// Largest LFS value, in bytes; a larger one fails its partition with MESSAGE_TOO_LARGE.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_BLOB_SIZE", default_value_t = 5 * 1024 * 1024 * 1024, value_parser = parse_positive_u64)]
+    pub max_blob_size: u64,
+
+    /// Multipart upload part size, in bytes (S3 requires at least 5 MiB).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_CHUNK_SIZE", default_value_t = 5 * 1024 * 1024, value_parser = parse_positive_usize)]
+    pub chunk_size: usize,
+
+    /// Checksum algorithm for LFS_BLOB values when the record has no
+    /// LFS_BLOB_ALG header: sha256, md5 or crc32.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_CHECKSUM_ALGO",
+        default_value = "sha256"
+    )]
+    pub checksum_algo: String,
+
+    /// This proxy's id, written into every envelope [default: the hostname]
+    #[arg(long = "proxy-id", env = "KAFSCALE_LFS_PROXY_ID")]
+    pub proxy_id: Option<String>,
+
+    /// Topics whose LFS_BLOB records are offloaded, comma-separated
+    /// [default: every topic]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_TOPICS", value_delimiter = ',')]
+    pub lfs_topics: Vec<String>,
+
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,kafka_lfs_proxy=debug`).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -179,6 +249,28 @@ impl Settings {
                 reason: "needs a fixed port: broker ports are derived from it".into(),
             });
         }
+        if crate::lfs::checksum::ChecksumAlg::parse(&self.checksum_algo).is_none() {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_CHECKSUM_ALGO",
+                reason: format!("`{}` is not one of sha256, md5, crc32", self.checksum_algo),
+            });
+        }
+        if self.s3_bucket.is_some() && self.chunk_size < 5 * 1024 * 1024 {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_CHUNK_SIZE",
+                reason: "S3 multipart parts must be at least 5 MiB (5242880)".into(),
+            });
+        }
+        if self
+            .s3_bucket
+            .as_deref()
+            .is_some_and(|b| b.trim().is_empty())
+        {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_S3_BUCKET",
+                reason: "is empty".into(),
+            });
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(SettingError {
                 name: "KAFSCALE_LFS_PROXY_LOG_LEVEL",
@@ -215,6 +307,61 @@ impl Settings {
 
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms)
+    }
+
+    pub fn proxy_id(&self) -> String {
+        self.proxy_id
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+    }
+
+    /// Builds the LFS offload from the settings (S3 or the local directory).
+    pub fn lfs(&self) -> Result<crate::lfs::rewrite::Lfs, SettingError> {
+        use crate::lfs::rewrite::{Lfs, TopicFilter};
+        use crate::lfs::store::{BlobStore, S3Settings};
+        let store = match &self.s3_bucket {
+            Some(bucket) => BlobStore::s3(
+                &S3Settings {
+                    bucket: bucket.clone(),
+                    region: self.s3_region.clone(),
+                    endpoint: self.s3_endpoint.clone(),
+                    force_path_style: self.s3_force_path_style,
+                    access_key: self.s3_access_key.clone(),
+                    secret_key: self.s3_secret_key.clone(),
+                    session_token: self.s3_session_token.clone(),
+                },
+                self.chunk_size,
+            )
+            .map_err(|e| SettingError {
+                name: "KAFSCALE_LFS_PROXY_S3_BUCKET",
+                reason: e.to_string(),
+            })?,
+            None => {
+                BlobStore::local(&self.storage_dir, self.chunk_size).map_err(|e| SettingError {
+                    name: "KAFSCALE_LFS_PROXY_STORAGE_DIR",
+                    reason: e.to_string(),
+                })?
+            }
+        };
+        let topics: Vec<String> = self
+            .lfs_topics
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        Ok(Lfs {
+            store,
+            namespace: self.s3_namespace.clone(),
+            proxy_id: self.proxy_id(),
+            max_blob_size: self.max_blob_size,
+            default_alg: crate::lfs::checksum::ChecksumAlg::parse(&self.checksum_algo).ok_or(
+                SettingError {
+                    name: "KAFSCALE_LFS_PROXY_CHECKSUM_ALGO",
+                    reason: "unknown algorithm".into(),
+                },
+            )?,
+            topics: TopicFilter::new(Some(topics)),
+        })
     }
 
     /// Bootstrap servers with whitespace trimmed, in the configured order.

@@ -42,7 +42,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let prometheus = metrics::install();
-    let proxy = Proxy::new(settings.clone()).context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
+    let lfs = settings.lfs()?;
+    tracing::info!(
+        store = if settings.s3_bucket.is_some() { "s3" } else { "local" },
+        bucket = %lfs.store.bucket(),
+        namespace = %lfs.namespace,
+        "LFS offload enabled"
+    );
+    let proxy =
+        Proxy::new(settings.clone(), Some(lfs)).context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
 
     let kafka_addr = proxy
         .bind_bootstrap()

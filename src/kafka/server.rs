@@ -29,6 +29,7 @@ use super::session::{self, Target};
 use super::upstream::{self, UpstreamError};
 use crate::capture::Capture;
 use crate::config::Settings;
+use crate::lfs::rewrite::Lfs;
 use crate::metrics as m;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub struct Proxy {
     pub settings: Settings,
     pub addresses: BrokerAddressMap,
     pub capture: Option<Capture>,
+    /// The LFS offload applied to Produce requests.
+    pub lfs: Option<Arc<Lfs>>,
     broker_listeners: Mutex<HashSet<i32>>,
     /// Bound listeners go to one task that spawns their accept loops; a
     /// session binding a listener cannot spawn the loop that spawns sessions.
@@ -71,7 +74,7 @@ impl ShutdownSignal {
 
 impl Proxy {
     /// Creates the proxy and starts the task that runs its listeners.
-    pub fn new(settings: Settings) -> std::io::Result<Arc<Self>> {
+    pub fn new(settings: Settings, lfs: Option<Lfs>) -> std::io::Result<Arc<Self>> {
         let capture = settings
             .capture_dir
             .as_deref()
@@ -84,6 +87,7 @@ impl Proxy {
             settings,
             addresses,
             capture,
+            lfs: lfs.map(Arc::new),
             broker_listeners: Mutex::new(HashSet::new()),
             shutdown: watch::channel(false).0,
             connection_ids: AtomicU64::new(0),

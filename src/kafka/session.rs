@@ -34,6 +34,7 @@ use super::server::Proxy;
 use super::upstream::UpstreamError;
 use super::versions;
 use crate::capture::Direction;
+use crate::lfs::response::LfsOwed;
 use crate::metrics as m;
 
 /// Which upstream broker a client connection is relayed to.
@@ -52,8 +53,36 @@ enum Owed {
         api_key: i16,
         api_version: i16,
         correlation_id: i32,
+        /// Objects stored for a rewritten Produce, settled by its response.
+        lfs: Option<Box<LfsOwed>>,
     },
     Local(Frame),
+}
+
+impl Owed {
+    /// Objects no response will settle any more (the connection is gone).
+    fn abandon(self, proxy: &Arc<Proxy>) {
+        if let Owed::Upstream {
+            lfs: Some(owed), ..
+        } = self
+        {
+            delete_orphans(proxy, owed.all_keys());
+        }
+    }
+}
+
+/// Deletes, in the background, objects no envelope points to.
+fn delete_orphans(proxy: &Arc<Proxy>, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    if let Some(lfs) = proxy.lfs.clone() {
+        tracing::info!(
+            count = keys.len(),
+            "deleting LFS objects whose envelopes did not reach Kafka"
+        );
+        tokio::spawn(async move { crate::lfs::rewrite::delete_all(&lfs, &keys).await });
+    }
 }
 
 /// Why a session ended.
@@ -149,7 +178,7 @@ async fn relay(
 ) -> Result<(), SessionError> {
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
-    let (owed_tx, owed_rx) = mpsc::channel(proxy.settings.max_in_flight);
+    let (owed_tx, mut owed_rx) = mpsc::channel(proxy.settings.max_in_flight);
 
     // Dropping a write half sends FIN, and a broker closes the whole
     // connection on EOF, so the upstream write half must outlive the
@@ -169,20 +198,30 @@ async fn relay(
         conn,
         BufReader::new(upstream_read),
         client_write,
-        owed_rx,
+        &mut owed_rx,
         &unanswered,
     );
-    tokio::pin!(requests, responses);
-    tokio::select! {
-        result = &mut requests => {
-            // The client closed, or shutdown began: finish owed responses
-            // (the owed queue closes when `requests` drops its sender). A
-            // rejected client frame closes the connection at once.
-            result?;
-            responses.await
+    let result = {
+        tokio::pin!(requests, responses);
+        tokio::select! {
+            result = &mut requests => {
+                // The client closed, or shutdown began: finish owed responses
+                // (the owed queue closes when `requests` drops its sender). A
+                // rejected client frame closes the connection at once.
+                match result {
+                    Ok(()) => responses.await,
+                    Err(e) => Err(e),
+                }
+            }
+            result = &mut responses => result,
         }
-        result = &mut responses => result,
+    };
+    // Whatever is still owed will never be answered.
+    owed_rx.close();
+    while let Ok(entry) = owed_rx.try_recv() {
+        entry.abandon(proxy);
     }
+    result
 }
 
 /// Client → upstream: read, classify, queue what is owed, forward.
@@ -248,23 +287,43 @@ async fn forward_requests(
                 version: header.api_version,
             });
         }
-        if frame::expects_response(&header, &body).map_err(SessionError::ClientFrame)? {
-            let entry = Owed::Upstream {
-                api_key: header.api_key,
-                api_version: header.api_version,
-                correlation_id: header.correlation_id,
+        let expects_response =
+            frame::expects_response(&header, &body).map_err(SessionError::ClientFrame)?;
+        let (to_send, lfs) = offload_lfs(proxy, conn, &header, frame, expects_response).await;
+        if expects_response {
+            let entry = match (&to_send, lfs) {
+                // Every partition failed in the proxy: it answers itself.
+                (None, Some(owed)) => {
+                    match crate::lfs::response::failed_response(
+                        header.correlation_id,
+                        header.api_version,
+                        &owed.failed,
+                    ) {
+                        Ok(frame) => Owed::Local(frame),
+                        Err(e) => return Err(SessionError::Rewrite(e)),
+                    }
+                }
+                (_, lfs) => Owed::Upstream {
+                    api_key: header.api_key,
+                    api_version: header.api_version,
+                    correlation_id: header.correlation_id,
+                    lfs,
+                },
             };
             // Queue before writing, so the response can never arrive first.
-            if owed.send(entry).await.is_err() {
+            if let Err(mpsc::error::SendError(entry)) = owed.send(entry).await {
+                entry.abandon(proxy);
                 return Ok(());
             }
         } else {
             unanswered.remember(header.correlation_id);
         }
-        upstream
-            .write_all(frame.wire())
-            .await
-            .map_err(SessionError::UpstreamWrite)?;
+        if let Some(frame) = to_send {
+            upstream
+                .write_all(frame.wire())
+                .await
+                .map_err(SessionError::UpstreamWrite)?;
+        }
     }
 }
 
@@ -275,7 +334,7 @@ async fn forward_responses(
     conn: &Conn,
     mut upstream: BufReader<tokio::net::tcp::OwnedReadHalf>,
     mut client: tokio::net::tcp::OwnedWriteHalf,
-    mut owed: mpsc::Receiver<Owed>,
+    owed: &mut mpsc::Receiver<Owed>,
     unanswered: &UnansweredProduces,
 ) -> Result<(), SessionError> {
     loop {
@@ -315,9 +374,18 @@ async fn forward_responses(
                 api_key,
                 api_version,
                 correlation_id,
+                lfs,
             } => {
                 let frame = loop {
-                    let frame = read_upstream_frame(proxy, &mut upstream).await?;
+                    let frame = match read_upstream_frame(proxy, &mut upstream).await {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            if let Some(owed) = lfs {
+                                delete_orphans(proxy, owed.all_keys());
+                            }
+                            return Err(e);
+                        }
+                    };
                     let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
                         .map_err(SessionError::UpstreamFrame)?;
                     if got == correlation_id {
@@ -334,6 +402,19 @@ async fn forward_responses(
                         correlation_id = got,
                         "dropped a broker's answer to acks=0"
                     );
+                };
+                let frame = match lfs {
+                    Some(owed) => {
+                        let (merged, orphans) =
+                            crate::lfs::response::merge_response(&frame, api_version, &owed)
+                                .map_err(|e| {
+                                    delete_orphans(proxy, owed.all_keys());
+                                    SessionError::Rewrite(format!("Produce response: {e}"))
+                                })?;
+                        delete_orphans(proxy, orphans);
+                        merged
+                    }
+                    None => frame,
                 };
                 (
                     rewrite(proxy, conn, api_key, api_version, frame).await?,
@@ -416,6 +497,50 @@ impl UnansweredProduces {
                 true
             }
             None => false,
+        }
+    }
+}
+
+/// Runs the LFS rewrite on a Produce request. Returns what to forward
+/// (`None`: nothing, every partition failed) and what its response settles.
+async fn offload_lfs(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    header: &frame::RequestHeaderPeek,
+    frame: Frame,
+    expects_response: bool,
+) -> (Option<Frame>, Option<Box<LfsOwed>>) {
+    let Some(lfs) = &proxy.lfs else {
+        return (Some(frame), None);
+    };
+    if header.api_key != ApiKey::Produce as i16 {
+        return (Some(frame), None);
+    }
+    match crate::lfs::rewrite::rewrite_produce(lfs, header, &frame).await {
+        Ok(None) => (Some(frame), None),
+        Ok(Some(rewritten)) => {
+            for f in &rewritten.failed {
+                tracing::warn!(
+                    connection = conn.id,
+                    client_id = %conn.client_id(),
+                    topic = %f.topic,
+                    partition = f.partition,
+                    error_code = f.error_code,
+                    reason = %f.message,
+                    acks0 = !expects_response,
+                    "LFS partition refused"
+                );
+            }
+            let owed = LfsOwed {
+                uploads: rewritten.uploads,
+                failed: rewritten.failed,
+            };
+            (rewritten.frame, Some(Box::new(owed)))
+        }
+        Err(error) => {
+            // The broker will judge a request the proxy cannot decode.
+            tracing::warn!(connection = conn.id, %error, "Produce not rewritten; forwarding as is");
+            (Some(frame), None)
         }
     }
 }

@@ -71,6 +71,9 @@ pub fn proxy_range(key: ApiKey) -> Result<VersionRange, Withheld> {
         // KRaft quorum RPCs: every response names controller endpoints.
         Vote | BeginQuorumEpoch | EndQuorumEpoch | FetchSnapshot | AddRaftVoter
         | RemoveRaftVoter | UpdateRaftVoter => Err(Withheld::QuorumAddresses),
+        // Produce v13 names topics by id; the LFS rewrite needs names for
+        // object keys and the topic filter.
+        Produce => Ok(VersionRange { min: 3, max: 12 }),
         // DescribeQuorum v2 added the controllers' listener endpoints; v0–v1
         // carry node ids only.
         DescribeQuorum => Ok(VersionRange { min: 0, max: 1 }),
@@ -358,7 +361,7 @@ mod tests {
         intersect(&mut r);
         assert_eq!(
             ranges(&r),
-            vec![(0, 0, 13), (1, 4, 18), (18, 0, 4), (55, 0, 1)]
+            vec![(0, 0, 12), (1, 4, 18), (18, 0, 4), (55, 0, 1)]
         );
     }
 
@@ -446,8 +449,8 @@ mod tests {
     #[test]
     fn is_offered_follows_the_table() {
         assert!(is_offered(0, 0));
-        assert!(is_offered(0, 13));
-        assert!(!is_offered(0, 14));
+        assert!(is_offered(0, 12));
+        assert!(!is_offered(0, 13));
         assert!(!is_offered(52, 0));
         assert!(!is_offered(55, 2));
         assert!(!is_offered(1000, 0));

@@ -2,5 +2,6 @@
 
 pub mod checksum;
 pub mod envelope;
+pub mod response;
 pub mod rewrite;
 pub mod store;

@@ -100,7 +100,9 @@ class Proxy:
             "KAFSCALE_LFS_PROXY_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
             "KAFSCALE_LFS_PROXY_HEALTH_INTERVAL_MS": "300",
             "KAFSCALE_LFS_PROXY_LOG_LEVEL": "info",
+            "KAFSCALE_LFS_PROXY_STORAGE_DIR": str(workdir / f"lfs-{self.port}"),
         })
+        self.storage_dir = workdir / f"lfs-{self.port}"
         if self.capture_dir:
             full_env["KAFSCALE_LFS_PROXY_CAPTURE_DIR"] = str(self.capture_dir)
         full_env.update(env or {})

@@ -58,6 +58,10 @@ impl ProxyProcess {
             )
             .env("KAFSCALE_LFS_PROXY_HEALTH_INTERVAL_MS", "500")
             .env("KAFSCALE_LFS_PROXY_LOG_LEVEL", "info,kafka_lfs_proxy=debug")
+            .env(
+                "KAFSCALE_LFS_PROXY_STORAGE_DIR",
+                std::env::temp_dir().join(format!("kafka-lfs-proxy-test-{port}")),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(dir) = capture_dir {

@@ -1,0 +1,206 @@
+//! The Produce response side of the rewrite.
+//!
+//! Partitions the proxy failed itself (too large, checksum mismatch,
+//! storage down) were not forwarded; their errors are merged into the
+//! broker's response so the producer gets one answer per partition, with
+//! `error_message` where the version has it (v8+). Partitions the broker
+//! rejected lose their objects: no envelope points at them.
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use super::rewrite::{FailedPartition, PartitionUploads};
+use crate::kafka::frame::Frame;
+
+/// DUPLICATE_SEQUENCE_NUMBER: the broker already has this batch, so the
+/// objects it references are in use.
+const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+
+/// What a forwarded LFS Produce request left to settle when its response comes.
+#[derive(Debug, Default)]
+pub struct LfsOwed {
+    pub uploads: Vec<PartitionUploads>,
+    pub failed: Vec<FailedPartition>,
+}
+
+impl LfsOwed {
+    /// Every object key, for when no response will ever settle them.
+    pub fn all_keys(&self) -> Vec<String> {
+        self.uploads
+            .iter()
+            .flat_map(|u| u.keys.iter().cloned())
+            .collect()
+    }
+}
+
+/// A response built by the proxy when no partition was forwarded.
+pub fn failed_response(
+    correlation_id: i32,
+    version: i16,
+    failed: &[FailedPartition],
+) -> Result<Frame, String> {
+    let mut response = ProduceResponse::default();
+    add_failures(&mut response, version, failed);
+    encode(correlation_id, version, &response)
+}
+
+/// Merges the proxy's failures into the broker's response and returns the
+/// keys of objects whose partitions the broker rejected.
+pub fn merge_response(
+    frame: &Frame,
+    version: i16,
+    owed: &LfsOwed,
+) -> Result<(Frame, Vec<String>), String> {
+    let mut buf = frame.body();
+    let hv = ApiKey::Produce.response_header_version(version);
+    let header = ResponseHeader::decode(&mut buf, hv).map_err(|e| e.to_string())?;
+    let mut response = ProduceResponse::decode(&mut buf, version).map_err(|e| e.to_string())?;
+    let mut orphans = Vec::new();
+    for topic in &response.responses {
+        for p in &topic.partition_responses {
+            if p.error_code == 0 || p.error_code == DUPLICATE_SEQUENCE_NUMBER {
+                continue;
+            }
+            if let Some(u) = owed
+                .uploads
+                .iter()
+                .find(|u| u.partition == p.index && u.topic == topic.name.0.as_str())
+            {
+                orphans.extend(u.keys.iter().cloned());
+            }
+        }
+    }
+    if owed.failed.is_empty() {
+        return Ok((frame.clone(), orphans));
+    }
+    add_failures(&mut response, version, &owed.failed);
+    Ok((encode(header.correlation_id, version, &response)?, orphans))
+}
+
+fn add_failures(response: &mut ProduceResponse, version: i16, failed: &[FailedPartition]) {
+    for f in failed {
+        let mut partition = PartitionProduceResponse::default()
+            .with_index(f.partition)
+            .with_error_code(f.error_code)
+            .with_base_offset(-1);
+        if version >= 8 {
+            partition.error_message = Some(StrBytes::from_string(f.message.clone()));
+        }
+        match response
+            .responses
+            .iter_mut()
+            .find(|t| t.name.0.as_str() == f.topic)
+        {
+            Some(topic) => topic.partition_responses.push(partition),
+            None => response.responses.push(
+                TopicProduceResponse::default()
+                    .with_name(TopicName(StrBytes::from_string(f.topic.clone())))
+                    .with_partition_responses(vec![partition]),
+            ),
+        }
+    }
+}
+
+fn encode(correlation_id: i32, version: i16, response: &ProduceResponse) -> Result<Frame, String> {
+    let hv = ApiKey::Produce.response_header_version(version);
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, hv)
+        .and_then(|_| response.encode(&mut out, version))
+        .map_err(|e| e.to_string())?;
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Frame::from_wire(out.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(topic: &str, partition: i32, code: i16) -> FailedPartition {
+        FailedPartition {
+            topic: topic.into(),
+            partition,
+            error_code: code,
+            message: "why".into(),
+        }
+    }
+
+    fn decode(frame: &Frame, version: i16) -> (i32, ProduceResponse) {
+        let mut buf = frame.body();
+        let h = ResponseHeader::decode(&mut buf, ApiKey::Produce.response_header_version(version))
+            .unwrap();
+        (
+            h.correlation_id,
+            ProduceResponse::decode(&mut buf, version).unwrap(),
+        )
+    }
+
+    #[test]
+    fn local_answer_for_every_version() {
+        for version in 3..=12 {
+            let frame =
+                failed_response(5, version, &[failed("t", 1, 10), failed("u", 0, 87)]).unwrap();
+            let (cid, r) = decode(&frame, version);
+            assert_eq!(cid, 5);
+            let codes: Vec<_> = r
+                .responses
+                .iter()
+                .flat_map(|t| {
+                    t.partition_responses
+                        .iter()
+                        .map(move |p| (t.name.0.to_string(), p.index, p.error_code))
+                })
+                .collect();
+            assert_eq!(codes, vec![("t".into(), 1, 10), ("u".into(), 0, 87)]);
+            let msg = r.responses[0].partition_responses[0].error_message.clone();
+            assert_eq!(msg.is_some(), version >= 8);
+        }
+    }
+
+    #[test]
+    fn merge_adds_failures_and_finds_rejected_uploads() {
+        let version = 9;
+        let broker =
+            ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_responses(vec![
+                    PartitionProduceResponse::default()
+                        .with_index(0)
+                        .with_base_offset(42),
+                    PartitionProduceResponse::default()
+                        .with_index(2)
+                        .with_error_code(6),
+                ])]);
+        let frame = encode(77, version, &broker).unwrap();
+        let owed = LfsOwed {
+            uploads: vec![
+                PartitionUploads {
+                    topic: "t".into(),
+                    partition: 0,
+                    keys: vec!["k0".into()],
+                },
+                PartitionUploads {
+                    topic: "t".into(),
+                    partition: 2,
+                    keys: vec!["k2a".into(), "k2b".into()],
+                },
+            ],
+            failed: vec![failed("t", 1, 56)],
+        };
+        let (merged, orphans) = merge_response(&frame, version, &owed).unwrap();
+        assert_eq!(orphans, vec!["k2a", "k2b"]);
+        let (cid, r) = decode(&merged, version);
+        assert_eq!(cid, 77);
+        let parts: Vec<_> = r.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| (p.index, p.error_code))
+            .collect();
+        assert_eq!(parts, vec![(0, 0), (2, 6), (1, 56)]);
+    }
+}
