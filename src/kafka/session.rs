@@ -56,7 +56,12 @@ enum Owed {
         /// Objects stored for a rewritten Produce, settled by its response.
         lfs: Option<Box<LfsOwed>>,
     },
-    Local(Frame),
+    /// An answer from the proxy itself, for this API and version.
+    Local {
+        frame: Frame,
+        api_key: i16,
+        api_version: i16,
+    },
 }
 
 impl Owed {
@@ -276,7 +281,13 @@ async fn forward_requests(
                 header.correlation_id,
                 versions::max_api_versions_version(),
             );
-            if owed.send(Owed::Local(reply)).await.is_err() {
+            let entry = Owed::Local {
+                frame: reply,
+                api_key: header.api_key,
+                // Encoded in v0 whatever was asked, as a broker does.
+                api_version: 0,
+            };
+            if owed.send(entry).await.is_err() {
                 return Ok(());
             }
             continue;
@@ -299,7 +310,11 @@ async fn forward_requests(
                         header.api_version,
                         &owed.failed,
                     ) {
-                        Ok(frame) => Owed::Local(frame),
+                        Ok(frame) => Owed::Local {
+                            frame,
+                            api_key: header.api_key,
+                            api_version: header.api_version,
+                        },
                         Err(e) => return Err(SessionError::Rewrite(e)),
                     }
                 }
@@ -369,7 +384,11 @@ async fn forward_responses(
             }
         };
         let (frame, api_key, api_version) = match entry {
-            Owed::Local(frame) => (frame, ApiKey::ApiVersions as i16, 0),
+            Owed::Local {
+                frame,
+                api_key,
+                api_version,
+            } => (frame, api_key, api_version),
             Owed::Upstream {
                 api_key,
                 api_version,
