@@ -35,6 +35,7 @@ use super::checksum::{self, ChecksumAlg};
 use super::envelope::{self, Envelope, RecordIdentity, DEFAULT_CONTENT_TYPE, ENVELOPE_VERSION};
 use super::store::BlobStore;
 use crate::kafka::frame::{Frame, RequestHeaderPeek};
+use crate::metrics as m;
 
 /// The record header that asks for offload.
 pub const LFS_BLOB: &str = "LFS_BLOB";
@@ -325,6 +326,7 @@ async fn offload(
 ) -> Result<String, PartitionFailure> {
     let value = record.value.clone().unwrap_or_default();
     if value.len() as u64 > lfs.max_blob_size {
+        count_upload("too_large", 0);
         return Err(PartitionFailure {
             error_code: MESSAGE_TOO_LARGE,
             message: format!(
@@ -366,6 +368,7 @@ async fn offload(
     })?;
     if let Some(expected) = expected {
         if !checksum::matches(expected, &requested) {
+            count_upload("checksum_mismatch", 0);
             return Err(PartitionFailure {
                 error_code: INVALID_RECORD,
                 message: format!(
@@ -384,13 +387,18 @@ async fn offload(
     });
     let now = Utc::now();
     let key = envelope::object_key(&lfs.namespace, topic, now, envelope::object_id(identity));
+    let started = std::time::Instant::now();
     lfs.store.put(&key, value.clone()).await.map_err(|e| {
         tracing::warn!(error = %e, topic, partition, "LFS upload failed");
+        metrics::counter!(m::LFS_STORAGE_ERRORS_TOTAL).increment(1);
+        count_upload("storage_error", 0);
         PartitionFailure {
             error_code: KAFKA_STORAGE_ERROR,
             message: "object storage unavailable; retry".into(),
         }
     })?;
+    metrics::histogram!(m::LFS_UPLOAD_SECONDS).record(started.elapsed().as_secs_f64());
+    count_upload("ok", value.len() as u64);
     let content_type = header_str(record, CONTENT_TYPE)
         .unwrap_or(DEFAULT_CONTENT_TYPE)
         .to_owned();
@@ -412,14 +420,22 @@ async fn offload(
     Ok(key)
 }
 
+/// Counts one offload attempt; labels are a fixed set, no topic names.
+fn count_upload(outcome: &'static str, bytes: u64) {
+    metrics::counter!(m::LFS_UPLOADS_TOTAL, "outcome" => outcome).increment(1);
+    if bytes > 0 {
+        metrics::counter!(m::LFS_UPLOAD_BYTES_TOTAL, "outcome" => outcome).increment(bytes);
+    }
+}
+
 /// Deletes objects that no envelope will point to; failures are counted
 /// and logged with their keys.
 pub async fn delete_all(lfs: &Lfs, keys: &[String]) {
     for key in keys {
         match lfs.store.delete(key).await {
-            Ok(()) => metrics::counter!(crate::metrics::LFS_ORPHANS_DELETED).increment(1),
+            Ok(()) => metrics::counter!(m::LFS_ORPHANS_DELETED).increment(1),
             Err(error) => {
-                metrics::counter!(crate::metrics::LFS_ORPHANS_LEFT).increment(1);
+                metrics::counter!(m::LFS_ORPHANS_LEFT).increment(1);
                 tracing::error!(%error, key, "orphaned LFS object could not be deleted");
             }
         }

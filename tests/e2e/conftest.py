@@ -140,6 +140,72 @@ class Proxy:
         self.log.close()
 
 
+class SeaweedFS:
+    """Real S3: SeaweedFS's all-in-one `weed mini`, every port chosen free."""
+
+    PORT_FLAGS = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                  "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "admin.port",
+                  "admin.port.grpc", "webdav.port", "debug.port"]
+    ACCESS_KEY, SECRET_KEY, BUCKET = "lfs-access", "lfs-secret-key", "lfs-e2e"
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "seaweedfs"
+        self.dir.mkdir(exist_ok=True)
+        self.ports = {flag: free_port() for flag in self.PORT_FLAGS}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        weed = Path(sys.executable).parent / "weed"
+        args = [str(weed), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.dir}"]
+        args += [f"-{flag}={port}" for flag, port in self.ports.items()]
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=self.SECRET_KEY,
+                   S3_BUCKET=self.BUCKET)
+        self.log = open(self.dir / "weed.log", "ab")
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                self.client().head_bucket(Bucket=self.BUCKET)
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise RuntimeError("SeaweedFS S3 never became ready")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.ACCESS_KEY,
+                            aws_secret_access_key=self.SECRET_KEY, region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+    def keys(self, prefix=""):
+        out = []
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.BUCKET, Prefix=prefix):
+            out.extend(o["Key"] for o in page.get("Contents", []))
+        return sorted(out)
+
+    def get(self, key) -> bytes:
+        return self.client().get_object(Bucket=self.BUCKET, Key=key)["Body"].read()
+
+    def proxy_env(self):
+        return {
+            "KAFSCALE_LFS_PROXY_S3_BUCKET": self.BUCKET,
+            "KAFSCALE_LFS_PROXY_S3_ENDPOINT": self.endpoint,
+            "KAFSCALE_LFS_PROXY_S3_REGION": "us-east-1",
+            "KAFSCALE_LFS_PROXY_S3_ACCESS_KEY": self.ACCESS_KEY,
+            "KAFSCALE_LFS_PROXY_S3_SECRET_KEY": self.SECRET_KEY,
+        }
+
+
 @pytest.fixture(scope="session")
 def workdir():
     d = Path(tempfile.mkdtemp(prefix="kafka-lfs-proxy-e2e-"))
