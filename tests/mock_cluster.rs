@@ -149,3 +149,111 @@ async fn leaders_on_every_broker_leader_move_and_broker_down() {
     assert!(ok, "upstream addresses reached a client:\n{report}");
     assert!(report.contains("localhost:"), "{report}");
 }
+
+/// A Produce error after the upload makes the idempotent producer retry:
+/// the proxy deletes the objects of the rejected attempt, the retry stores
+/// the same record under the same key, and each record ends with exactly
+/// one object and one envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_produce_errors_leave_one_object_per_lfs_record() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("lfs-retry", 1, 1).unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let storage_dir = storage.path().to_str().unwrap().to_owned();
+    let proxy = ProxyProcess::start(
+        &cluster.bootstrap_servers(),
+        None,
+        &[("KAFSCALE_LFS_PROXY_STORAGE_DIR", storage_dir.as_str())],
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", proxy.bootstrap())
+        .set("broker.address.family", "v4")
+        .set("enable.idempotence", "true")
+        .set("retry.backoff.ms", "50")
+        .create()
+        .unwrap();
+    // The next Produce requests fail after the proxy has uploaded: twice
+    // with a retriable error, once by the broker dropping the connection.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ],
+    );
+    for i in 0..5 {
+        let value = format!("blob-{i}-").repeat(200);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "LFS_BLOB",
+            value: Some(""),
+        });
+        let record = FutureRecord::<(), _>::to("lfs-retry")
+            .payload(&value)
+            .headers(headers);
+        producer
+            .send(record, Duration::from_secs(60))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered after retries");
+    }
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", proxy.bootstrap())
+        .set("broker.address.family", "v4")
+        .set("group.id", "lfs-retry-check")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("lfs-retry", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut keys = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut records = 0;
+    while records < 5 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            records += 1;
+            let env: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            keys.insert(env["key"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(records, 5);
+    std::thread::sleep(Duration::from_millis(500)); // background deletes
+    let mut stored = BTreeSet::new();
+    for entry in walk(storage.path()) {
+        stored.insert(
+            entry
+                .strip_prefix(storage.path())
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        stored, keys,
+        "exactly one object per envelope, none left from failed attempts"
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("deleting LFS objects whose envelopes did not reach Kafka"),
+        "the failed attempts' objects were deleted"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
