@@ -81,6 +81,12 @@ pub struct Settings {
     #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_FRAME_SIZE", default_value_t = DEFAULT_MAX_FRAME_SIZE, value_parser = parse_positive_usize)]
     pub max_frame_size: usize,
 
+    /// Bytes of client requests held by the proxy at once, across all
+    /// connections (LFS values included until they are stored); requests
+    /// wait for room instead of exhausting memory.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_INFLIGHT_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = parse_positive_usize)]
+    pub inflight_bytes: usize,
+
     /// Requests in flight per client connection before the proxy stops
     /// reading from that client (back-pressure).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_IN_FLIGHT", default_value_t = 256, value_parser = parse_positive_usize)]

@@ -41,6 +41,8 @@ pub enum FrameError {
     MalformedHeader(&'static str),
     #[error("connection closed in the middle of a frame")]
     UnexpectedEof,
+    #[error("frame of {size} bytes exceeds the whole in-flight budget of {budget} bytes")]
+    OverBudget { size: usize, budget: usize },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -53,6 +55,7 @@ impl FrameError {
             FrameError::NegativeLength(_) => "negative_length",
             FrameError::TruncatedHeader(_) | FrameError::MalformedHeader(_) => "malformed",
             FrameError::UnexpectedEof => "truncated",
+            FrameError::OverBudget { .. } => "over_budget",
             FrameError::Io(_) => "io",
         }
     }
@@ -109,6 +112,42 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_frame_size: usize,
 ) -> Result<Option<Frame>, FrameError> {
+    Ok(read_frame_within(reader, max_frame_size, None)
+        .await?
+        .map(|(frame, _)| frame))
+}
+
+/// The bytes of all request frames held by the proxy at once, across every
+/// connection. A frame's size is reserved before its buffer is allocated;
+/// the reservation ends when the permit is dropped (after forwarding).
+#[derive(Debug, Clone)]
+pub struct ByteBudget {
+    semaphore: std::sync::Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+impl ByteBudget {
+    pub fn new(total: usize) -> Self {
+        let total = total.min(tokio::sync::Semaphore::MAX_PERMITS);
+        ByteBudget {
+            semaphore: std::sync::Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Bytes currently reserved.
+    pub fn in_use(&self) -> usize {
+        self.total - self.semaphore.available_permits()
+    }
+}
+
+/// Like [`read_frame`], but first waits until `budget` has room for the
+/// frame, so many large requests queue instead of exhausting memory.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_size: usize,
+    budget: Option<&ByteBudget>,
+) -> Result<Option<(Frame, Option<tokio::sync::OwnedSemaphorePermit>)>, FrameError> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match reader.read_exact(&mut prefix[..1]).await {
         Ok(_) => {}
@@ -133,13 +172,31 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             hint,
         });
     }
+    let permit = match budget {
+        None => None,
+        Some(b) if size > b.total || size > u32::MAX as usize => {
+            return Err(FrameError::OverBudget {
+                size,
+                budget: b.total,
+            })
+        }
+        Some(b) => Some(
+            std::sync::Arc::clone(&b.semaphore)
+                .acquire_many_owned(size as u32)
+                .await
+                .expect("the budget semaphore is never closed"),
+        ),
+    };
     let mut buf = BytesMut::with_capacity(LENGTH_PREFIX + size);
     buf.extend_from_slice(&prefix);
     buf.resize(LENGTH_PREFIX + size, 0);
     read_exact_or_eof(reader, &mut buf[LENGTH_PREFIX..]).await?;
-    Ok(Some(Frame {
-        bytes: buf.freeze(),
-    }))
+    Ok(Some((
+        Frame {
+            bytes: buf.freeze(),
+        },
+        permit,
+    )))
 }
 
 async fn read_exact_or_eof<R: AsyncRead + Unpin>(
@@ -376,6 +433,38 @@ mod tests {
         let err = read_frame(&mut data, 100 * 1024 * 1024).await.unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }));
         assert!(err.to_string().contains("TLS"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn budget_is_held_per_frame_and_refuses_what_never_fits() {
+        let budget = ByteBudget::new(100);
+        let frame = Frame::from_body(&[7u8; 60]);
+        let mut r: &[u8] = frame.wire();
+        let (_, permit) = read_frame_within(&mut r, 1024, Some(&budget))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(budget.in_use(), 60);
+        // A second 60-byte frame waits until the first is released.
+        let mut r2: &[u8] = frame.wire();
+        let waiting = read_frame_within(&mut r2, 1024, Some(&budget));
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err()
+        );
+        drop(permit);
+        assert!(waiting.await.unwrap().is_some());
+        let big = Frame::from_body(&[1u8; 200]);
+        let mut r3: &[u8] = big.wire();
+        assert!(matches!(
+            read_frame_within(&mut r3, 1024, Some(&budget)).await,
+            Err(FrameError::OverBudget {
+                size: 200,
+                budget: 100
+            })
+        ));
     }
 
     #[tokio::test]

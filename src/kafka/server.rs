@@ -51,6 +51,8 @@ pub struct Proxy {
     pub capture: Option<Capture>,
     /// The LFS offload applied to Produce requests.
     pub lfs: Option<Arc<Lfs>>,
+    /// Request bytes held across all connections.
+    pub budget: frame::ByteBudget,
     broker_listeners: Mutex<HashSet<i32>>,
     /// Bound listeners go to one task that spawns their accept loops; a
     /// session binding a listener cannot spawn the loop that spawns sessions.
@@ -83,7 +85,9 @@ impl Proxy {
         let addresses =
             BrokerAddressMap::new(&settings.advertised_host(), settings.broker_port_base());
         let (new_listeners, mut listeners_rx) = mpsc::unbounded_channel();
+        let budget = frame::ByteBudget::new(settings.inflight_bytes);
         let proxy = Arc::new(Proxy {
+            budget,
             settings,
             addresses,
             capture,

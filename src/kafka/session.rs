@@ -243,9 +243,10 @@ async fn forward_requests(
         let frame = tokio::select! {
             biased;
             _ = shutdown.wait() => return Ok(()),
-            frame = frame::read_frame(&mut client, proxy.settings.max_frame_size) => frame,
+            frame = frame::read_frame_within(&mut client, proxy.settings.max_frame_size, Some(&proxy.budget)) => frame,
         };
-        let Some(frame) = frame.map_err(SessionError::ClientFrame)? else {
+        // `_reserved` keeps the frame's bytes counted until it is forwarded.
+        let Some((frame, _reserved)) = frame.map_err(SessionError::ClientFrame)? else {
             return Ok(());
         };
         let body = frame.body();

@@ -268,9 +268,13 @@ async fn rewrite_partition(
         }
         // A batch that does not decode goes on unchanged: the broker checks
         // its CRC and answers the producer precisely.
-        let Ok(mut set) = RecordBatchDecoder::decode(&mut batch.bytes.clone()) else {
-            out.extend_from_slice(&batch.bytes);
-            continue;
+        let mut set = match RecordBatchDecoder::decode(&mut batch.bytes.clone()) {
+            Ok(set) => set,
+            Err(error) => {
+                tracing::warn!(%error, topic, partition, bytes = batch.bytes.len(), "record batch does not decode; forwarded unchanged");
+                out.extend_from_slice(&batch.bytes);
+                continue;
+            }
         };
         if !set.records.iter().any(is_lfs) {
             out.extend_from_slice(&batch.bytes);
