@@ -261,6 +261,24 @@ impl Settings {
                 reason: format!("`{}` is not one of sha256, md5, crc32", self.checksum_algo),
             });
         }
+        // KafScale's example bucket names were registered by a third party
+        // (their PR #139); writing blobs there would hand them the data.
+        const BLOCKED_BUCKETS: [&str; 4] = [
+            "kafscale-lfs",
+            "kafscale-lfs-dev",
+            "kafscale-lfs-staging",
+            "kafscale-example",
+        ];
+        if let Some(bucket) = self
+            .s3_bucket
+            .as_deref()
+            .filter(|b| BLOCKED_BUCKETS.contains(&b.trim()))
+        {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_S3_BUCKET",
+                reason: format!("`{bucket}` is a published example name owned by someone else; use your own bucket"),
+            });
+        }
         if self.s3_bucket.is_some() && self.chunk_size < 5 * 1024 * 1024 {
             return Err(SettingError {
                 name: "KAFSCALE_LFS_PROXY_CHUNK_SIZE",
@@ -423,5 +441,9 @@ mod tests {
         assert!(e.contains("KAFSCALE_LFS_PROXY_BROKER_PORT_BASE"), "{e}");
         let e = parse(&[]).unwrap_err();
         assert!(e.contains("--bootstrap-servers"), "{e}");
+        let e = parse(&["--bootstrap-servers", "b:1", "--s3-bucket", "kafscale-lfs"]).unwrap_err();
+        assert!(e.contains("KAFSCALE_LFS_PROXY_S3_BUCKET"), "{e}");
+        let e = parse(&["--bootstrap-servers", "b:1", "--checksum-algo", "sha1"]).unwrap_err();
+        assert!(e.contains("KAFSCALE_LFS_PROXY_CHECKSUM_ALGO"), "{e}");
     }
 }
