@@ -145,6 +145,14 @@ pub struct Settings {
     )]
     pub s3_session_token: Option<String>,
 
+    /// Create the S3 bucket at start-up when it does not exist.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_S3_ENSURE_BUCKET",
+        default_value_t = false
+    )]
+    pub s3_ensure_bucket: bool,
+
     /// Local directory for LFS blobs when no S3 bucket is set.
     #[arg(
         long,

@@ -43,6 +43,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .init();
     let prometheus = metrics::install();
     let lfs = settings.lfs()?;
+    if settings.s3_ensure_bucket {
+        match lfs.store.ensure_bucket().await {
+            Ok(true) => tracing::info!(bucket = %lfs.store.bucket(), "created S3 bucket"),
+            Ok(false) => {}
+            Err(error) => anyhow::bail!("KAFSCALE_LFS_PROXY_S3_ENSURE_BUCKET: {error}"),
+        }
+    }
     tracing::info!(
         store = if settings.s3_bucket.is_some() { "s3" } else { "local" },
         bucket = %lfs.store.bucket(),

@@ -10,7 +10,7 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
@@ -52,6 +52,8 @@ pub struct S3Settings {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// Signs bucket-level requests object_store has no call for.
+    s3: Option<Arc<AmazonS3>>,
     bucket: String,
     chunk_size: usize,
 }
@@ -69,6 +71,7 @@ impl BlobStore {
             .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(BlobStore {
             store: Arc::new(store),
+            s3: None,
             bucket: dir.display().to_string(),
             chunk_size,
         })
@@ -107,11 +110,14 @@ impl BlobStore {
         if let Some(t) = &settings.session_token {
             builder = builder.with_token(t);
         }
-        let store = builder
-            .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let store = Arc::new(
+            builder
+                .build()
+                .map_err(|e| StoreError::Config(e.to_string()))?,
+        );
         Ok(BlobStore {
-            store: Arc::new(store),
+            s3: Some(Arc::clone(&store)),
+            store,
             bucket: settings.bucket.clone(),
             chunk_size,
         })
@@ -119,6 +125,54 @@ impl BlobStore {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// Creates the S3 bucket when it does not exist (`S3_ENSURE_BUCKET`).
+    /// object_store has no bucket calls, so this sends presigned HEAD and
+    /// PUT (CreateBucket) requests for the bucket itself. Returns whether
+    /// the bucket was created. A local store has nothing to create.
+    pub async fn ensure_bucket(&self) -> Result<bool, StoreError> {
+        use object_store::signer::Signer;
+        let Some(s3) = &self.s3 else {
+            return Ok(false);
+        };
+        let client = reqwest::Client::new();
+        let bucket_root = Path::from("");
+        let ttl = std::time::Duration::from_secs(300);
+        let sign = |method| {
+            let bucket_root = &bucket_root;
+            async move {
+                s3.signed_url(method, bucket_root, ttl)
+                    .await
+                    .map_err(|e| StoreError::Config(format!("cannot sign a bucket request: {e}")))
+            }
+        };
+        let http_err =
+            |e: reqwest::Error| StoreError::Config(format!("bucket request failed: {e}"));
+        let head = client
+            .head(sign(http::Method::HEAD).await?)
+            .send()
+            .await
+            .map_err(http_err)?;
+        if head.status().is_success() {
+            return Ok(false);
+        }
+        let put = client
+            .put(sign(http::Method::PUT).await?)
+            .send()
+            .await
+            .map_err(http_err)?;
+        if put.status().is_success() {
+            Ok(true)
+        } else {
+            let status = put.status();
+            let body = put.text().await.unwrap_or_default();
+            Err(StoreError::Config(format!(
+                "cannot create bucket {}: HTTP {status}: {}",
+                self.bucket,
+                body.chars().take(300).collect::<String>()
+            )))
+        }
     }
 
     /// Stores `data` under `key`, as a multipart upload above the chunk size.

@@ -71,20 +71,23 @@ def test_confluent_kafka_lfs_mixed_batch_every_codec(proxy, codec):
 
     topic = create_topic(proxy.bootstrap)
     small = os.urandom(1024)
+    big = os.urandom(50 * 1024 * 1024)
     records = [
         (b"plain-0", b"ordinary value 0", [("h", b"1")]),
         (b"lfs-small", small, [("LFS_BLOB", b""), ("content-type", b"image/png"), ("trace", b"t1")]),
         (b"plain-1", b"ordinary value 1", []),
+        (b"lfs-big", big, [("LFS_BLOB", hashlib.sha256(big).hexdigest().encode())]),
     ]
     errors = []
     p = Producer({"bootstrap.servers": proxy.bootstrap, "compression.type": codec, "linger.ms": 50,
-                  "enable.idempotence": True})
+                  "enable.idempotence": True, "message.max.bytes": 60 * 1024 * 1024})
     for k, v, h in records:
         p.produce(topic, key=k, value=v, headers=h, on_delivery=lambda e, m: e and errors.append(e))
     assert p.flush(30) == 0 and errors == []
 
-    got = {m.key(): m for m in consume(proxy.bootstrap, topic, 3)}
-    assert len(got) == 3
+    got = {m.key(): m for m in consume(proxy.bootstrap, topic, 4)}
+    assert len(got) == 4
+    check_envelope(proxy.storage_dir, got[b"lfs-big"].value(), big, topic, "application/octet-stream")
     assert got[b"plain-0"].value() == b"ordinary value 0"
     assert got[b"plain-0"].headers() == [("h", b"1")]
     assert got[b"plain-1"].value() == b"ordinary value 1"

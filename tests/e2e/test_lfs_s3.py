@@ -91,3 +91,24 @@ def test_s3_down_is_retriable_and_the_retry_lands_once(s3_proxy, s3):
 
 def metric(text, name):
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_ensure_bucket_creates_a_missing_bucket(tansu, workdir, s3):
+    from confluent_kafka import Producer
+
+    fresh = "lfs-ensured-" + os.urandom(3).hex()
+    env = dict(s3.proxy_env(), KAFSCALE_LFS_PROXY_S3_BUCKET=fresh, KAFSCALE_LFS_PROXY_S3_ENSURE_BUCKET="true")
+    p = Proxy(tansu.address, workdir, capture=False, env=env)
+    try:
+        p.wait_ready()
+        assert "created S3 bucket" in p.read_log()
+        s3.client().head_bucket(Bucket=fresh)
+        topic = create_topic(p.bootstrap)
+        producer = Producer({"bootstrap.servers": p.bootstrap})
+        producer.produce(topic, value=b"into the new bucket", headers=[("LFS_BLOB", b"")])
+        assert producer.flush(30) == 0
+        env_record = json.loads(consume(p.bootstrap, topic, 1)[0].value())
+        assert env_record["bucket"] == fresh
+        assert s3.client().get_object(Bucket=fresh, Key=env_record["key"])["Body"].read() == b"into the new bucket"
+    finally:
+        p.stop()
