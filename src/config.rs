@@ -78,22 +78,22 @@ pub struct Settings {
 
     /// Largest Kafka frame accepted from a client or broker, in bytes; a
     /// larger one closes that connection.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_FRAME_SIZE", default_value_t = DEFAULT_MAX_FRAME_SIZE, value_parser = parse_positive_usize)]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_FRAME_SIZE", default_value_t = DEFAULT_MAX_FRAME_SIZE, value_parser = parse_positive::<usize>)]
     pub max_frame_size: usize,
 
     /// Bytes of client requests held by the proxy at once, across all
     /// connections (LFS values included until they are stored); requests
     /// wait for room instead of exhausting memory.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_INFLIGHT_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = parse_positive_usize)]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_INFLIGHT_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = parse_positive::<usize>)]
     pub inflight_bytes: usize,
 
     /// Requests in flight per client connection before the proxy stops
     /// reading from that client (back-pressure).
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_IN_FLIGHT", default_value_t = 256, value_parser = parse_positive_usize)]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_IN_FLIGHT", default_value_t = 256, value_parser = parse_positive::<usize>)]
     pub max_in_flight: usize,
 
     /// Timeout for connecting to an upstream broker, in milliseconds.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000, value_parser = parse_positive_u64)]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 10_000, value_parser = parse_positive::<u64>)]
     pub upstream_connect_timeout_ms: u64,
 
     /// How long a SIGTERM waits for in-flight requests to finish, in milliseconds.
@@ -105,7 +105,7 @@ pub struct Settings {
     pub shutdown_timeout_ms: u64,
 
     /// How often /readyz re-checks that upstream answers, in milliseconds.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_HEALTH_INTERVAL_MS", default_value_t = 5_000, value_parser = parse_positive_u64)]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_HEALTH_INTERVAL_MS", default_value_t = 5_000, value_parser = parse_positive::<u64>)]
     pub health_interval_ms: u64,
 
     /// Write every frame exchanged with clients to this directory (debugging
@@ -166,11 +166,11 @@ pub struct Settings {
     pub s3_namespace: String,
 
     /// Largest LFS value, in bytes; a larger one fails its partition with MESSAGE_TOO_LARGE.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_BLOB_SIZE", default_value_t = 5 * 1024 * 1024 * 1024, value_parser = parse_positive_u64)]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_BLOB_SIZE", default_value_t = 5 * 1024 * 1024 * 1024, value_parser = parse_positive::<u64>)]
     pub max_blob_size: u64,
 
     /// Multipart upload part size, in bytes (S3 requires at least 5 MiB).
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_CHUNK_SIZE", default_value_t = 5 * 1024 * 1024, value_parser = parse_positive_usize)]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_CHUNK_SIZE", default_value_t = 5 * 1024 * 1024, value_parser = parse_positive::<usize>)]
     pub chunk_size: usize,
 
     /// Checksum algorithm for LFS_BLOB values when the record has no
@@ -204,18 +204,13 @@ pub struct SettingError {
     pub reason: String,
 }
 
-fn parse_positive_usize(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be greater than 0".into()),
-        Ok(v) => Ok(v),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn parse_positive_u64(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(0) => Err("must be greater than 0".into()),
-        Ok(v) => Ok(v),
+/// Parses a number that must be above zero (sizes, counts, intervals).
+fn parse_positive<T: std::str::FromStr<Err = std::num::ParseIntError> + PartialOrd + Default>(
+    s: &str,
+) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(v) if v > T::default() => Ok(v),
+        Ok(_) => Err("must be greater than 0".into()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -191,6 +191,17 @@ pub fn rewrite_response(
     let mut seen = Vec::new();
     let body = original.body();
     let header_version = api.response_header_version(version);
+    // KIP-951/KIP-932 responses: the same `node_endpoints` list in four types.
+    macro_rules! node_endpoints {
+        ($response:ty) => {
+            transform::<$response>(api, version, header_version, &body, |r| {
+                for e in &mut r.node_endpoints {
+                    map.rewrite_endpoint(e.node_id, &mut e.host, &mut e.port, &mut seen)?;
+                }
+                Ok(!r.node_endpoints.is_empty())
+            })?
+        };
+    }
     let encoded = match api {
         ApiKey::Metadata => {
             transform::<MetadataResponse>(api, version, header_version, &body, |r| {
@@ -224,36 +235,10 @@ pub fn rewrite_response(
                 Ok(true)
             })?
         }
-        ApiKey::Produce => {
-            transform::<ProduceResponse>(api, version, header_version, &body, |r| {
-                for e in &mut r.node_endpoints {
-                    map.rewrite_endpoint(e.node_id, &mut e.host, &mut e.port, &mut seen)?;
-                }
-                Ok(!r.node_endpoints.is_empty())
-            })?
-        }
-        ApiKey::Fetch => transform::<FetchResponse>(api, version, header_version, &body, |r| {
-            for e in &mut r.node_endpoints {
-                map.rewrite_endpoint(e.node_id, &mut e.host, &mut e.port, &mut seen)?;
-            }
-            Ok(!r.node_endpoints.is_empty())
-        })?,
-        ApiKey::ShareFetch => {
-            transform::<ShareFetchResponse>(api, version, header_version, &body, |r| {
-                for e in &mut r.node_endpoints {
-                    map.rewrite_endpoint(e.node_id, &mut e.host, &mut e.port, &mut seen)?;
-                }
-                Ok(!r.node_endpoints.is_empty())
-            })?
-        }
-        ApiKey::ShareAcknowledge => {
-            transform::<ShareAcknowledgeResponse>(api, version, header_version, &body, |r| {
-                for e in &mut r.node_endpoints {
-                    map.rewrite_endpoint(e.node_id, &mut e.host, &mut e.port, &mut seen)?;
-                }
-                Ok(!r.node_endpoints.is_empty())
-            })?
-        }
+        ApiKey::Produce => node_endpoints!(ProduceResponse),
+        ApiKey::Fetch => node_endpoints!(FetchResponse),
+        ApiKey::ShareFetch => node_endpoints!(ShareFetchResponse),
+        ApiKey::ShareAcknowledge => node_endpoints!(ShareAcknowledgeResponse),
         _ => None,
     };
     Ok(Rewritten {
