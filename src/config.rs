@@ -1,7 +1,7 @@
 //! Settings: every one is a command-line flag and a `KAFSCALE_LFS_PROXY_*`
 //! environment variable (the flag wins). `--help` lists them with defaults.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -399,11 +399,6 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .collect()
     }
-}
-
-/// Resolves `host:port` to socket addresses (used for logging and health).
-pub fn resolve(address: &str) -> std::io::Result<Vec<SocketAddr>> {
-    address.to_socket_addrs().map(|a| a.collect())
 }
 
 #[cfg(test)]

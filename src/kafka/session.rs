@@ -22,9 +22,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -454,7 +453,8 @@ async fn forward_responses(
         }
         metrics::counter!(m::BYTES_TOTAL, "direction" => "upstream_to_client")
             .increment(frame.len() as u64);
-        write_frame(&mut client, frame.wire())
+        client
+            .write_all(frame.wire())
             .await
             .map_err(SessionError::ClientWrite)?;
     }
@@ -618,8 +618,4 @@ fn hex_prefix(frame: &Frame) -> String {
         .take(48)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, wire: &Bytes) -> std::io::Result<()> {
-    w.write_all(wire).await
 }
