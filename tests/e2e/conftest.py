@@ -32,12 +32,17 @@ def tansu_bin() -> str:
 
 
 def free_port(host: str = "127.0.0.1", block: int = 1) -> int:
-    """A port p such that p .. p+block-1 are free on host right now."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            base = s.getsockname()[1]
-        if base + block > 65535:
+    """A port p such that p .. p+block-1 are free on host right now.
+
+    Chosen below the kernel's ephemeral range (32768+), where outgoing
+    connections take their local ports, so nothing grabs a proxy's broker
+    port before the proxy binds it. Blocks handed out in this session never
+    overlap."""
+    import random
+
+    for _ in range(500):
+        base = random.randrange(10000, 32000 - block)
+        if any(base < b + n and b < base + block for b, n in _HANDED_OUT):
             continue
         ok = True
         for p in range(base, base + block):
@@ -48,8 +53,12 @@ def free_port(host: str = "127.0.0.1", block: int = 1) -> int:
                     ok = False
                     break
         if ok:
+            _HANDED_OUT.append((base, block))
             return base
     raise RuntimeError("no free port block")
+
+
+_HANDED_OUT: list[tuple[int, int]] = []
 
 
 def wait_port(host: str, port: int, timeout: float = 15.0) -> None:

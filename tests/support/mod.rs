@@ -9,20 +9,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A base port such that `base .. base + count` are all free right now.
+///
+/// Blocks come from below the kernel's ephemeral range (32768 and up, where
+/// the in-process mock clusters bind), and no two blocks handed out in one
+/// test process overlap: a proxy binds its broker ports only after its first
+/// health check, and a parallel test must not take them in between.
 pub fn free_port_block(count: u16) -> u16 {
+    static HANDED_OUT: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
     let seed = std::process::id() as u64
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64;
-    for attempt in 0..200u64 {
-        let base = 20_000
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    for attempt in 0..500u64 {
+        let base = 10_000
             + ((seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(attempt * 7919))
-                % 30_000) as u16;
-        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
+                % 22_000) as u16;
+        let overlaps = handed_out
+            .iter()
+            .any(|&(b, c)| base < b + c && b < base + count);
+        if overlaps {
+            continue;
+        }
+        if (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            handed_out.push((base, count));
             return base;
         }
     }
