@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeClusterResponse, FetchResponse, FindCoordinatorResponse,
     MetadataResponse, ProduceResponse, ResponseHeader, ShareAcknowledgeResponse,
@@ -272,22 +272,15 @@ fn transform<T: Decodable + Encodable>(
         version,
         source,
     };
-    let size = header
-        .compute_size(header_version)
-        .and_then(|h| Ok(h + response.compute_size(version)?))
-        .map_err(encode_err)?;
-    let mut out = BytesMut::with_capacity(4 + size);
-    out.extend_from_slice(&(size as i32).to_be_bytes());
-    header
-        .encode(&mut out, header_version)
-        .map_err(encode_err)?;
-    response.encode(&mut out, version).map_err(encode_err)?;
-    Ok(Some(Frame::from_wire(out.freeze())))
+    super::frame::encode_response(&header, header_version, &response, version)
+        .map(Some)
+        .map_err(encode_err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use kafka_protocol::messages::find_coordinator_response::Coordinator;
     use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
 

@@ -102,6 +102,23 @@ impl Frame {
     }
 }
 
+/// Encodes a response header and message as one frame, length prefix
+/// included, sized exactly before writing.
+pub fn encode_response<T: kafka_protocol::protocol::Encodable>(
+    header: &kafka_protocol::messages::ResponseHeader,
+    header_version: i16,
+    response: &T,
+    version: i16,
+) -> anyhow::Result<Frame> {
+    use kafka_protocol::protocol::Encodable;
+    let size = header.compute_size(header_version)? + response.compute_size(version)?;
+    let mut out = BytesMut::with_capacity(LENGTH_PREFIX + size);
+    out.extend_from_slice(&(size as i32).to_be_bytes());
+    header.encode(&mut out, header_version)?;
+    response.encode(&mut out, version)?;
+    Ok(Frame::from_wire(out.freeze()))
+}
+
 /// Reads one frame. Returns `Ok(None)` on a clean end of stream between frames.
 ///
 /// The length is checked before any buffer is allocated, so a peer that

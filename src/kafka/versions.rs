@@ -23,10 +23,10 @@
 //! ApiVersions v3 reply carries some, and librdkafka < 2.2 (Debian's kcat)
 //! fails to parse them.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, Message, VersionRange};
+use kafka_protocol::protocol::{Decodable, Message, VersionRange};
 
 use super::frame::Frame;
 
@@ -192,21 +192,16 @@ fn encode_response(
     response: &ApiVersionsResponse,
     version: i16,
 ) -> Result<Frame, VersionsError> {
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&[0, 0, 0, 0]);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, 0)
-        .and_then(|_| response.encode(&mut buf, version))
-        .map_err(|source| VersionsError::Encode { version, source })?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(Frame::from_wire(buf.freeze()))
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    super::frame::encode_response(&header, 0, response, version)
+        .map_err(|source| VersionsError::Encode { version, source })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::Encodable;
 
     /// `kafka-protocol`'s version ranges as last reviewed (crate 0.18.0).
     /// When this test fails after an upgrade, check each changed key's new

@@ -6,13 +6,12 @@
 //! `error_message` where the version has it (v8+). Partitions the broker
 //! rejected lose their objects: no envelope points at them.
 
-use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::rewrite::{FailedPartition, PartitionUploads};
-use crate::kafka::frame::Frame;
+use crate::kafka::frame::{encode_response, Frame};
 
 /// DUPLICATE_SEQUENCE_NUMBER: the broker already has this batch, so the
 /// objects it references are in use.
@@ -104,17 +103,9 @@ fn add_failures(response: &mut ProduceResponse, version: i16, failed: &[FailedPa
 }
 
 fn encode(correlation_id: i32, version: i16, response: &ProduceResponse) -> Result<Frame, String> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let hv = ApiKey::Produce.response_header_version(version);
-    let mut out = BytesMut::new();
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut out, hv)
-        .and_then(|_| response.encode(&mut out, version))
-        .map_err(|e| e.to_string())?;
-    let len = (out.len() - 4) as i32;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(Frame::from_wire(out.freeze()))
+    encode_response(&header, hv, response, version).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
