@@ -395,33 +395,20 @@ async fn forward_responses(
                 correlation_id,
                 lfs,
             } => {
-                let frame = loop {
-                    let frame = match read_upstream_frame(proxy, &mut upstream).await {
+                let frame =
+                    match read_response(proxy, conn, &mut upstream, correlation_id, unanswered)
+                        .await
+                    {
                         Ok(frame) => frame,
                         Err(e) => {
+                            // Whatever went wrong, no envelope of this
+                            // request is known to have reached Kafka.
                             if let Some(owed) = lfs {
                                 delete_orphans(proxy, owed.all_keys());
                             }
                             return Err(e);
                         }
                     };
-                    let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
-                        .map_err(SessionError::UpstreamFrame)?;
-                    if got == correlation_id {
-                        break frame;
-                    }
-                    if !unanswered.forget(got) {
-                        return Err(SessionError::CorrelationMismatch {
-                            expected: correlation_id,
-                            got,
-                        });
-                    }
-                    tracing::debug!(
-                        connection = conn.id,
-                        correlation_id = got,
-                        "dropped a broker's answer to acks=0"
-                    );
-                };
                 let frame = match lfs {
                     Some(owed) => {
                         let (merged, orphans) =
@@ -470,15 +457,52 @@ async fn read_upstream_frame(
         .ok_or(SessionError::UpstreamClosed)
 }
 
+/// Reads one upstream frame and its correlation id.
+async fn read_upstream_frame_with_id(
+    proxy: &Arc<Proxy>,
+    upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Result<(Frame, i32), SessionError> {
+    let frame = read_upstream_frame(proxy, upstream).await?;
+    let id = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
+        .map_err(SessionError::UpstreamFrame)?;
+    Ok((frame, id))
+}
+
+/// Reads the response with `correlation_id`, dropping answers to acks=0
+/// Produce requests that some brokers send anyway.
+async fn read_response(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    correlation_id: i32,
+    unanswered: &UnansweredProduces,
+) -> Result<Frame, SessionError> {
+    loop {
+        let (frame, got) = read_upstream_frame_with_id(proxy, upstream).await?;
+        if got == correlation_id {
+            return Ok(frame);
+        }
+        if !unanswered.forget(got) {
+            return Err(SessionError::CorrelationMismatch {
+                expected: correlation_id,
+                got,
+            });
+        }
+        tracing::debug!(
+            connection = conn.id,
+            correlation_id = got,
+            "dropped a broker's answer to acks=0"
+        );
+    }
+}
+
 /// Reads a frame nobody is owed; drops it if it answers an acks=0 Produce.
 async fn discard_unanswered(
     proxy: &Arc<Proxy>,
     upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     unanswered: &UnansweredProduces,
 ) -> Result<(), SessionError> {
-    let frame = read_upstream_frame(proxy, upstream).await?;
-    let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
-        .map_err(SessionError::UpstreamFrame)?;
+    let (_, got) = read_upstream_frame_with_id(proxy, upstream).await?;
     if unanswered.forget(got) {
         Ok(())
     } else {
