@@ -145,6 +145,11 @@ pub struct Settings {
     )]
     pub s3_session_token: Option<String>,
 
+    /// S3 endpoint written into presigned download URLs, for clients that
+    /// reach S3 by another address than the proxy does.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_PUBLIC_ENDPOINT")]
+    pub s3_public_endpoint: Option<String>,
+
     /// Create the S3 bucket at start-up when it does not exist.
     #[arg(
         long,
@@ -190,6 +195,87 @@ pub struct Settings {
     /// [default: every topic]
     #[arg(long, env = "KAFSCALE_LFS_PROXY_TOPICS", value_delimiter = ',')]
     pub lfs_topics: Vec<String>,
+
+    /// API keys for the LFS HTTP API, comma-separated; when set, every
+    /// /lfs/ request needs one as `X-API-Key` or `Authorization: Bearer`.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_HTTP_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub http_api_key: Vec<String>,
+
+    /// Origins allowed to call the HTTP API from a browser, comma-separated
+    /// (`*` for any). Empty: no cross-origin access.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_HTTP_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub http_cors_allowed_origins: Vec<String>,
+
+    /// Longest pause while reading a request body, in seconds; a body that
+    /// keeps arriving is never cut off, whatever its size.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_HTTP_READ_TIMEOUT_SEC", default_value_t = 30, value_parser = parse_positive::<u64>)]
+    pub http_read_timeout_sec: u64,
+
+    /// Serve the HTTP API over TLS.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_HTTP_TLS_ENABLED",
+        default_value_t = false
+    )]
+    pub http_tls_enabled: bool,
+
+    /// PEM certificate chain for the HTTP API.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE")]
+    pub http_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key for the HTTP API.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_HTTP_TLS_KEY_FILE")]
+    pub http_tls_key_file: Option<PathBuf>,
+
+    /// PEM CA bundle that HTTP client certificates are verified against.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_HTTP_TLS_CLIENT_CA_FILE")]
+    pub http_tls_client_ca_file: Option<PathBuf>,
+
+    /// Refuse HTTP clients without a certificate signed by the client CA
+    /// [default: true when a client CA is set]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_HTTP_TLS_REQUIRE_CLIENT_CERT")]
+    pub http_tls_require_client_cert: Option<bool>,
+
+    /// Allow `mode: presign` downloads (the client then fetches from S3
+    /// directly, without the proxy's integrity check).
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_PRESIGN_ENABLED",
+        default_value_t = false
+    )]
+    pub presign_enabled: bool,
+
+    /// Longest lifetime of a presigned download URL, in seconds.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_DOWNLOAD_TTL_SEC", default_value_t = 120, value_parser = parse_positive::<u64>)]
+    pub download_ttl_sec: u64,
+
+    /// Directory where downloads are held while their checksum is verified
+    /// [default: the system temporary directory]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_DOWNLOAD_TEMP_DIR")]
+    pub download_temp_dir: Option<PathBuf>,
+
+    /// Lifetime of an upload session, in seconds; an expired session's
+    /// multipart upload is aborted.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_UPLOAD_SESSION_TTL_SEC", default_value_t = 3600, value_parser = parse_positive::<u64>)]
+    pub upload_session_ttl_sec: u64,
+
+    /// Longest topic name the HTTP API accepts.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_TOPIC_MAX_LENGTH", default_value_t = 249, value_parser = parse_positive::<usize>)]
+    pub topic_max_length: usize,
+
+    /// How long the HTTP API's producer waits for Kafka, in milliseconds
+    /// (retries included).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PRODUCE_TIMEOUT_MS", default_value_t = 30_000, value_parser = parse_positive::<u64>)]
+    pub produce_timeout_ms: u64,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,kafka_lfs_proxy=debug`).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_LOG_LEVEL", default_value = "info")]
@@ -298,6 +384,31 @@ impl Settings {
                 reason: "is empty".into(),
             });
         }
+        if self.http_tls_enabled {
+            for (name, file) in [
+                (
+                    "KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE",
+                    &self.http_tls_cert_file,
+                ),
+                (
+                    "KAFSCALE_LFS_PROXY_HTTP_TLS_KEY_FILE",
+                    &self.http_tls_key_file,
+                ),
+            ] {
+                if file.is_none() {
+                    return Err(SettingError {
+                        name,
+                        reason: "required when KAFSCALE_LFS_PROXY_HTTP_TLS_ENABLED=true".into(),
+                    });
+                }
+            }
+        }
+        if self.presign_enabled && self.s3_bucket.is_none() {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_PRESIGN_ENABLED",
+                reason: "presigned URLs need S3 (KAFSCALE_LFS_PROXY_S3_BUCKET); a local directory cannot sign".into(),
+            });
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(SettingError {
                 name: "KAFSCALE_LFS_PROXY_LOG_LEVEL",
@@ -356,6 +467,7 @@ impl Settings {
                     access_key: self.s3_access_key.clone(),
                     secret_key: self.s3_secret_key.clone(),
                     session_token: self.s3_session_token.clone(),
+                    public_endpoint: self.s3_public_endpoint.clone(),
                 },
                 self.chunk_size,
             )
@@ -391,6 +503,16 @@ impl Settings {
         })
     }
 
+    /// The HTTP API keys; empty entries (an empty variable) are ignored.
+    pub fn http_api_keys(&self) -> Vec<String> {
+        trimmed(&self.http_api_key)
+    }
+
+    /// CORS origins; empty entries are ignored.
+    pub fn http_cors_origins(&self) -> Vec<String> {
+        trimmed(&self.http_cors_allowed_origins)
+    }
+
     /// Bootstrap servers with whitespace trimmed, in the configured order.
     pub fn bootstrap(&self) -> Vec<String> {
         self.bootstrap_servers
@@ -399,6 +521,14 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .collect()
     }
+}
+
+fn trimmed(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -74,19 +74,36 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         kafka = %kafka_addr,
         http = %settings.http_addr,
+        http_tls = settings.http_tls_enabled,
         advertised_host = %proxy.addresses.advertised_host(),
         broker_port_base = settings.broker_port_base(),
         upstream = ?settings.bootstrap(),
         "kafka-lfs-proxy listening"
     );
     tokio::spawn(std::sync::Arc::clone(&proxy).health_loop());
-    let mut http_shutdown = proxy.shutdown_signal();
-    let app = http::router(std::sync::Arc::clone(&proxy), prometheus);
-    let http_server = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.wait().await })
-            .await
-    });
+    let tls = if settings.http_tls_enabled {
+        let (Some(cert), Some(key)) = (&settings.http_tls_cert_file, &settings.http_tls_key_file)
+        else {
+            anyhow::bail!("KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE and _KEY_FILE are required");
+        };
+        let ca = settings.http_tls_client_ca_file.as_deref();
+        let require = settings
+            .http_tls_require_client_cert
+            .unwrap_or(ca.is_some());
+        Some(http::serve::tls_acceptor(cert, key, ca, require)?)
+    } else {
+        None
+    };
+    let lfs = proxy.lfs.clone().context("LFS is always configured")?;
+    let sidecar = http::Sidecar::new(&settings, std::sync::Arc::clone(&proxy), lfs, prometheus);
+    tokio::spawn(std::sync::Arc::clone(&sidecar).storage_health_loop(settings.health_interval()));
+    let app = http::router(sidecar);
+    let http_server = tokio::spawn(http::serve::serve(
+        http_listener,
+        app,
+        tls,
+        proxy.shutdown_signal(),
+    ));
 
     wait_for_signal().await;
     tracing::info!(timeout = ?settings.shutdown_timeout(), "shutting down: draining connections");

@@ -21,6 +21,13 @@ pub const LFS_UPLOAD_SECONDS: &str = "kafka_lfs_proxy_lfs_upload_duration_second
 pub const LFS_STORAGE_ERRORS_TOTAL: &str = "kafka_lfs_proxy_lfs_storage_errors_total";
 pub const LFS_ORPHANS_DELETED: &str = "kafka_lfs_proxy_lfs_orphans_deleted_total";
 pub const LFS_ORPHANS_LEFT: &str = "kafka_lfs_proxy_lfs_orphans_left_total";
+pub const HTTP_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_http_requests_total";
+pub const HTTP_REQUEST_SECONDS: &str = "kafka_lfs_proxy_http_request_duration_seconds";
+pub const HTTP_BYTES_TOTAL: &str = "kafka_lfs_proxy_http_bytes_total";
+pub const HTTP_INTEGRITY_FAILURES_TOTAL: &str = "kafka_lfs_proxy_http_integrity_failures_total";
+pub const HTTP_UPLOAD_SESSIONS_OPEN: &str = "kafka_lfs_proxy_http_upload_sessions_open";
+pub const HTTP_UPLOAD_SESSIONS_EXPIRED: &str = "kafka_lfs_proxy_http_upload_sessions_expired_total";
+pub const STORAGE_UP: &str = "kafka_lfs_proxy_storage_up";
 
 /// Installs the global recorder once; later calls return the same handle.
 pub fn install() -> PrometheusHandle {
@@ -43,6 +50,25 @@ fn describe() {
     metrics::describe_counter!(BYTES_TOTAL, "Bytes relayed, by direction");
     metrics::describe_counter!(UPSTREAM_ERRORS_TOTAL, "Upstream failures, by kind");
     metrics::describe_counter!(FRAME_REJECTIONS_TOTAL, "Frames refused, by reason");
+    metrics::describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests, by route template, method and status"
+    );
+    metrics::describe_histogram!(HTTP_REQUEST_SECONDS, "HTTP request duration, by route");
+    metrics::describe_counter!(
+        HTTP_BYTES_TOTAL,
+        "LFS payload bytes over HTTP: up = uploaded, down = downloaded"
+    );
+    metrics::describe_counter!(
+        HTTP_INTEGRITY_FAILURES_TOTAL,
+        "Downloads refused because storage returned other bytes than the envelope names"
+    );
+    metrics::describe_gauge!(HTTP_UPLOAD_SESSIONS_OPEN, "Upload sessions open");
+    metrics::describe_counter!(
+        HTTP_UPLOAD_SESSIONS_EXPIRED,
+        "Upload sessions expired and aborted"
+    );
+    metrics::describe_gauge!(STORAGE_UP, "1 while the last storage check succeeded");
     metrics::describe_gauge!(
         UPSTREAM_UP,
         "1 while the last upstream health check succeeded"

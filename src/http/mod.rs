@@ -1,27 +1,219 @@
-//! The HTTP sidecar: health and metrics for now; the LFS HTTP API joins it.
+//! The HTTP sidecar: the LFS API (produce, upload sessions, verified
+//! download), its OpenAPI document, health and metrics.
+//!
+//! Layers, outermost first: request id (and error rendering), CORS (so a
+//! browser's preflight is answered before authentication), metrics, then
+//! API-key checks on the /lfs/ routes only. `/livez`, `/readyz`,
+//! `/metrics` and `/openapi.yaml` need no key.
 
+pub mod body;
+pub mod download;
+pub mod error;
+pub mod middleware;
+pub mod produce;
+pub mod serve;
+pub mod target;
+pub mod uploads;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::config::Settings;
+use crate::kafka::producer::Producer;
 use crate::kafka::server::Proxy;
+use crate::lfs::rewrite::Lfs;
+use crate::metrics as m;
 
-#[derive(Clone)]
-struct AppState {
-    proxy: Arc<Proxy>,
-    metrics: PrometheusHandle,
+/// The OpenAPI 3 document of the HTTP API, served at `/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../../api/openapi.yaml");
+
+/// State shared by the HTTP handlers.
+pub struct Sidecar {
+    pub proxy: Arc<Proxy>,
+    pub lfs: Arc<Lfs>,
+    pub producer: Producer,
+    pub sessions: uploads::UploadSessions,
+    pub metrics: PrometheusHandle,
+    /// SHA-256 of every accepted API key.
+    pub api_keys: Vec<[u8; 32]>,
+    pub read_idle: Duration,
+    pub presign_enabled: bool,
+    pub download_ttl: Duration,
+    pub temp_dir: PathBuf,
+    pub topic_max_length: usize,
+    pub session_ttl: Duration,
+    pub part_size: u64,
+    pub cors_origins: Vec<String>,
+    storage_ready: AtomicBool,
 }
 
-pub fn router(proxy: Arc<Proxy>, metrics: PrometheusHandle) -> Router {
-    Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-        .with_state(AppState { proxy, metrics })
+impl Sidecar {
+    pub fn new(
+        settings: &Settings,
+        proxy: Arc<Proxy>,
+        lfs: Arc<Lfs>,
+        metrics: PrometheusHandle,
+    ) -> Arc<Self> {
+        let sidecar = Arc::new(Sidecar {
+            producer: Producer::new(
+                settings.bootstrap(),
+                settings.upstream_connect_timeout(),
+                Duration::from_millis(settings.produce_timeout_ms),
+                settings.max_frame_size,
+            ),
+            api_keys: settings
+                .http_api_keys()
+                .iter()
+                .map(|k| middleware::key_digest(k))
+                .collect(),
+            read_idle: Duration::from_secs(settings.http_read_timeout_sec),
+            presign_enabled: settings.presign_enabled,
+            download_ttl: Duration::from_secs(settings.download_ttl_sec),
+            temp_dir: settings
+                .download_temp_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
+            topic_max_length: settings.topic_max_length,
+            session_ttl: Duration::from_secs(settings.upload_session_ttl_sec),
+            part_size: settings.chunk_size as u64,
+            cors_origins: settings.http_cors_origins(),
+            sessions: uploads::UploadSessions::default(),
+            storage_ready: AtomicBool::new(false),
+            proxy,
+            lfs,
+            metrics,
+        });
+        let reap_every = sidecar.session_ttl.min(Duration::from_secs(30));
+        tokio::spawn(uploads::UploadSessions::reap(
+            Arc::downgrade(&sidecar),
+            reap_every,
+        ));
+        sidecar
+    }
+
+    /// Checks storage every `interval` for `/readyz`.
+    pub async fn storage_health_loop(self: Arc<Self>, interval: Duration) {
+        let mut shutdown = self.proxy.shutdown_signal();
+        let probe_key = format!("{}/.kafka-lfs-proxy-readiness-probe", self.lfs.namespace);
+        loop {
+            let ready = match self.lfs.store.probe(&probe_key).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "storage health check failed");
+                    false
+                }
+            };
+            if self.storage_ready.swap(ready, Ordering::Relaxed) != ready {
+                tracing::info!(ready, "storage readiness changed");
+            }
+            metrics::gauge!(m::STORAGE_UP).set(if ready { 1.0 } else { 0.0 });
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+/// Every API route with its method, as the OpenAPI document must list them.
+pub fn api_routes() -> Vec<(&'static str, Method, MethodRouter<Arc<Sidecar>>)> {
+    vec![
+        ("/lfs/produce", Method::POST, post(produce::produce)),
+        ("/lfs/uploads", Method::POST, post(uploads::init)),
+        (
+            "/lfs/uploads/{id}/parts/{n}",
+            Method::PUT,
+            put(uploads::put_part),
+        ),
+        (
+            "/lfs/uploads/{id}/complete",
+            Method::POST,
+            post(uploads::complete),
+        ),
+        ("/lfs/uploads/{id}", Method::DELETE, delete(uploads::abort)),
+        ("/lfs/download", Method::POST, post(download::download)),
+    ]
+}
+
+/// Routes that need no API key.
+pub fn open_routes() -> Vec<(&'static str, Method, MethodRouter<Arc<Sidecar>>)> {
+    vec![
+        ("/livez", Method::GET, get(livez)),
+        ("/readyz", Method::GET, get(readyz)),
+        ("/metrics", Method::GET, get(render_metrics)),
+        ("/openapi.yaml", Method::GET, get(openapi)),
+    ]
+}
+
+pub fn router(sidecar: Arc<Sidecar>) -> Router {
+    let mut api = Router::new();
+    for (path, _, route) in api_routes() {
+        api = api.route(path, route);
+    }
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&sidecar),
+        middleware::require_api_key,
+    ));
+    let mut app = api;
+    for (path, _, route) in open_routes() {
+        app = app.route(path, route);
+    }
+    let mut app = app
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(middleware::record_metrics));
+    if let Some(cors) = cors_layer(&sidecar.cors_origins) {
+        app = app.layer(cors);
+    }
+    app.layer(axum::middleware::from_fn(middleware::request_id))
+        .with_state(sidecar)
+}
+
+/// CORS for the configured origins; `None` (no cross-origin access at all)
+/// when there are none. `*` allows any origin, never with credentials.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let expose = [
+        "x-request-id",
+        "x-kafka-partition",
+        "x-kafka-offset",
+        "x-kafscale-lfs-checksum",
+        "x-kafscale-lfs-content-length",
+    ]
+    .map(HeaderName::from_static);
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            // Record headers are `X-Kafka-Header-<any name>`: a fixed list
+            // cannot name them, so the requested headers are allowed (only
+            // for allowed origins).
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(expose)
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Live while the process serves HTTP at all.
@@ -29,15 +221,25 @@ async fn livez() -> &'static str {
     "ok\n"
 }
 
-/// Ready only while the last upstream check got a Metadata answer.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.proxy.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n")
+/// Ready only while upstream Kafka and storage both answered their last check.
+async fn readyz(State(sidecar): State<Arc<Sidecar>>) -> (StatusCode, &'static str) {
+    let upstream = sidecar.proxy.is_ready();
+    let storage = sidecar.storage_ready.load(Ordering::Relaxed);
+    match (upstream, storage) {
+        (true, true) => (StatusCode::OK, "ready\n"),
+        (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "storage unreachable\n"),
+        (false, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream and storage unreachable\n",
+        ),
     }
 }
 
-async fn render_metrics(State(state): State<AppState>) -> String {
-    state.metrics.render()
+async fn render_metrics(State(sidecar): State<Arc<Sidecar>>) -> String {
+    sidecar.metrics.render()
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([("content-type", "application/yaml")], OPENAPI)
 }

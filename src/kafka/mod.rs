@@ -1,7 +1,11 @@
-//! The Kafka side: framing, version negotiation, address rewriting, sessions.
+//! The Kafka side: framing, version negotiation, address rewriting,
+//! sessions, and the proxy's own client calls.
 
 pub mod addresses;
+pub mod client;
 pub mod frame;
+pub mod partitioner;
+pub mod producer;
 pub mod server;
 pub mod session;
 pub mod upstream;

@@ -14,19 +14,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::AsyncWriteExt;
+use kafka_protocol::messages::MetadataRequest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use super::addresses::{AddressError, BrokerAddressMap, UpstreamBroker};
-use super::frame;
 use super::session::{self, Target};
 use super::upstream::{self, UpstreamError};
+use super::{client, frame};
 use crate::capture::Capture;
 use crate::config::Settings;
 use crate::lfs::rewrite::Lfs;
@@ -306,32 +301,10 @@ async fn query_brokers(
     stream: &mut TcpStream,
     max_frame_size: usize,
 ) -> Result<Vec<UpstreamBroker>, String> {
-    const VERSION: i16 = 1;
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Metadata as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("kafka-lfs-proxy-health")));
     let request = MetadataRequest::default().with_topics(Some(vec![]));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, ApiKey::Metadata.request_header_version(VERSION))
-        .and_then(|_| request.encode(&mut body, VERSION))
-        .map_err(|e| e.to_string())?;
-    let request_frame = frame::Frame::from_body(&body);
-    stream
-        .write_all(request_frame.wire())
+    let metadata = client::round_trip(stream, 1, 1, &request, max_frame_size)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut read, _write) = stream.split();
-    let response = frame::read_frame(&mut read, max_frame_size)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("connection closed before the Metadata response")?;
-    let mut buf = response.body();
-    ResponseHeader::decode(&mut buf, ApiKey::Metadata.response_header_version(VERSION))
-        .map_err(|e| e.to_string())?;
-    let metadata = MetadataResponse::decode(&mut buf, VERSION).map_err(|e| e.to_string())?;
     Ok(metadata
         .brokers
         .iter()

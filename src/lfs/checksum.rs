@@ -45,6 +45,58 @@ pub fn matches(expected: &str, actual_hex: &str) -> bool {
     expected.trim().eq_ignore_ascii_case(actual_hex)
 }
 
+/// SHA-256 of a value that arrives in pieces, plus the requested
+/// algorithm's digest when it is another one.
+pub struct StreamingDigest {
+    sha256: Sha256,
+    other: Option<OtherDigest>,
+    alg: ChecksumAlg,
+}
+
+enum OtherDigest {
+    Md5(Md5),
+    Crc32(crc32fast::Hasher),
+}
+
+impl StreamingDigest {
+    pub fn new(alg: ChecksumAlg) -> Self {
+        let other = match alg {
+            ChecksumAlg::Sha256 => None,
+            ChecksumAlg::Md5 => Some(OtherDigest::Md5(Md5::new())),
+            ChecksumAlg::Crc32 => Some(OtherDigest::Crc32(crc32fast::Hasher::new())),
+        };
+        StreamingDigest {
+            sha256: Sha256::new(),
+            other,
+            alg,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        match &mut self.other {
+            None => {}
+            Some(OtherDigest::Md5(h)) => h.update(data),
+            Some(OtherDigest::Crc32(h)) => h.update(data),
+        }
+    }
+
+    /// `(sha256, requested)`, lowercase hex; equal when sha256 was requested.
+    pub fn finish(self) -> (String, String) {
+        let sha256 = hex::encode(self.sha256.finalize());
+        let requested = match self.other {
+            None => sha256.clone(),
+            Some(OtherDigest::Md5(h)) => hex::encode(h.finalize()),
+            Some(OtherDigest::Crc32(h)) => format!("{:08x}", h.finalize()),
+        };
+        (sha256, requested)
+    }
+
+    pub fn alg(&self) -> ChecksumAlg {
+        self.alg
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +115,19 @@ mod tests {
         assert!(matches(" CBF43926 ", "cbf43926"));
         assert_eq!(ChecksumAlg::parse("SHA256"), Some(ChecksumAlg::Sha256));
         assert_eq!(ChecksumAlg::parse("none"), None);
+    }
+
+    #[test]
+    fn streaming_digest_equals_one_shot() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for alg in [ChecksumAlg::Sha256, ChecksumAlg::Md5, ChecksumAlg::Crc32] {
+            let mut d = StreamingDigest::new(alg);
+            for piece in data.chunks(977) {
+                d.update(piece);
+            }
+            let (sha256, requested) = d.finish();
+            assert_eq!(sha256, ChecksumAlg::Sha256.hex_digest(&data));
+            assert_eq!(requested, alg.hex_digest(&data), "{alg:?}");
+        }
     }
 }

@@ -8,13 +8,16 @@
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
+    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 
 /// Parts of one multipart upload sent concurrently.
@@ -47,6 +50,8 @@ pub struct S3Settings {
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
     pub session_token: Option<String>,
+    /// Endpoint written into presigned URLs instead of `endpoint`.
+    pub public_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +59,8 @@ pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     /// Signs bucket-level requests object_store has no call for.
     s3: Option<Arc<AmazonS3>>,
+    /// Signs presigned URLs for `S3_PUBLIC_ENDPOINT` (split networks).
+    public_signer: Option<Arc<AmazonS3>>,
     bucket: String,
     chunk_size: usize,
 }
@@ -72,29 +79,45 @@ impl BlobStore {
         Ok(BlobStore {
             store: Arc::new(store),
             s3: None,
+            public_signer: None,
             bucket: dir.display().to_string(),
             chunk_size,
         })
     }
 
     pub fn s3(settings: &S3Settings, chunk_size: usize) -> Result<Self, StoreError> {
+        let store = Arc::new(Self::s3_client(settings, settings.endpoint.as_deref())?);
+        let public_signer = match &settings.public_endpoint {
+            Some(public) => Some(Arc::new(Self::s3_client(settings, Some(public))?)),
+            None => None,
+        };
+        Ok(BlobStore {
+            s3: Some(Arc::clone(&store)),
+            public_signer,
+            store,
+            bucket: settings.bucket.clone(),
+            chunk_size,
+        })
+    }
+
+    fn s3_client(settings: &S3Settings, endpoint: Option<&str>) -> Result<AmazonS3, StoreError> {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&settings.bucket)
             .with_region(settings.region.as_deref().unwrap_or("us-east-1"))
             .with_client_options(
                 ClientOptions::new()
                     .with_allow_http(true)
-                    .with_connect_timeout(std::time::Duration::from_secs(5))
-                    .with_timeout(std::time::Duration::from_secs(120)),
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
             )
             // A producer retries a retriable error itself; an upload that
             // waits minutes on a dead S3 only holds its request hostage.
             .with_retry(RetryConfig {
                 max_retries: 2,
-                retry_timeout: std::time::Duration::from_secs(10),
+                retry_timeout: Duration::from_secs(10),
                 ..RetryConfig::default()
             });
-        if let Some(endpoint) = &settings.endpoint {
+        if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint);
         }
         let path_style = settings
@@ -110,17 +133,14 @@ impl BlobStore {
         if let Some(t) = &settings.session_token {
             builder = builder.with_token(t);
         }
-        let store = Arc::new(
-            builder
-                .build()
-                .map_err(|e| StoreError::Config(e.to_string()))?,
-        );
-        Ok(BlobStore {
-            s3: Some(Arc::clone(&store)),
-            store,
-            bucket: settings.bucket.clone(),
-            chunk_size,
-        })
+        builder
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))
+    }
+
+    /// Whether presigned URLs can be made (S3 only).
+    pub fn can_presign(&self) -> bool {
+        self.s3.is_some()
     }
 
     pub fn bucket(&self) -> &str {
@@ -138,7 +158,7 @@ impl BlobStore {
         };
         let client = reqwest::Client::new();
         let bucket_root = Path::from("");
-        let ttl = std::time::Duration::from_secs(300);
+        let ttl = Duration::from_secs(300);
         let sign = |method| {
             let bucket_root = &bucket_root;
             async move {
@@ -177,33 +197,42 @@ impl BlobStore {
 
     /// Stores `data` under `key`, as a multipart upload above the chunk size.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        let path = Path::from(key);
-        let err = |source| StoreError::Put {
+        let mut writer = self.writer(key);
+        if let Err(e) = writer.write(data).await {
+            writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await
+    }
+
+    /// A writer for a value that arrives in pieces (an HTTP body): memory
+    /// stays at one chunk plus `MAX_PARTS_IN_FLIGHT` parts, whatever the size.
+    pub fn writer(&self, key: &str) -> BlobWriter {
+        BlobWriter {
+            store: Arc::clone(&self.store),
             key: key.to_owned(),
-            source,
-        };
-        if data.len() <= self.chunk_size {
-            self.store
-                .put(&path, PutPayload::from_bytes(data))
-                .await
-                .map_err(err)?;
-            return Ok(());
+            chunk_size: self.chunk_size,
+            pending: Vec::new(),
+            pending_len: 0,
+            multipart: None,
         }
-        let upload = self.store.put_multipart(&path).await.map_err(err)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.chunk_size);
-        let mut offset = 0;
-        while offset < data.len() {
-            if let Err(e) = writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await {
-                let _ = writer.abort().await;
-                return Err(err(e));
-            }
-            let end = (offset + self.chunk_size).min(data.len());
-            writer.put(data.slice(offset..end));
-            offset = end;
-        }
-        // `finish` aborts the upload itself when a part fails.
-        writer.finish().await.map_err(err)?;
-        Ok(())
+    }
+
+    /// Starts a multipart upload whose parts the caller sends one by one
+    /// (HTTP upload sessions).
+    pub async fn parts(&self, key: &str) -> Result<PartUpload, StoreError> {
+        let upload = self
+            .store
+            .put_multipart(&Path::from(key))
+            .await
+            .map_err(|source| StoreError::Put {
+                key: key.to_owned(),
+                source,
+            })?;
+        Ok(PartUpload {
+            key: key.to_owned(),
+            upload,
+        })
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -216,9 +245,43 @@ impl BlobStore {
         }
     }
 
-    /// Reads a whole object (tests and checks; downloads stream elsewhere).
+    /// Reads a whole object (tests and checks; downloads use `stream`).
     pub async fn get(&self, key: &str) -> Result<Bytes, object_store::Error> {
         self.store.get(&Path::from(key)).await?.bytes().await
+    }
+
+    /// The object's bytes as they arrive from storage, unverified.
+    pub async fn stream(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, object_store::Error> {
+        Ok(self.store.get(&Path::from(key)).await?.into_stream())
+    }
+
+    /// A URL that lets its holder GET `key` for `ttl`, signed for the
+    /// public endpoint when one is set. `None` for a local store.
+    pub async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Option<Result<String, object_store::Error>> {
+        use object_store::signer::Signer;
+        let signer = self.public_signer.as_ref().or(self.s3.as_ref())?;
+        Some(
+            signer
+                .signed_url(http::Method::GET, &Path::from(key), ttl)
+                .await
+                .map(|u| u.to_string()),
+        )
+    }
+
+    /// Whether storage answers with valid credentials: a HEAD of a key that
+    /// does not exist must come back "not found".
+    pub async fn probe(&self, key: &str) -> Result<(), object_store::Error> {
+        match self.store.head(&Path::from(key)).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every key under `prefix` (tests and orphan checks).
@@ -230,6 +293,133 @@ impl BlobStore {
             .into_iter()
             .map(|o| o.location.to_string())
             .collect())
+    }
+}
+
+/// A value written in pieces. Until one chunk has arrived it is held in
+/// memory (a small value is one PUT); after that it is a multipart upload
+/// with at most `MAX_PARTS_IN_FLIGHT` parts in flight. Dropping a writer
+/// without `finish` or `abort` may leave parts behind: always call one.
+pub struct BlobWriter {
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    chunk_size: usize,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    multipart: Option<WriteMultipart>,
+}
+
+impl BlobWriter {
+    fn error(&self, source: object_store::Error) -> StoreError {
+        StoreError::Put {
+            key: self.key.clone(),
+            source,
+        }
+    }
+
+    pub async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
+        if self.multipart.is_none() {
+            self.pending_len += data.len();
+            self.pending.push(data);
+            if self.pending_len <= self.chunk_size {
+                return Ok(());
+            }
+            let upload = self
+                .store
+                .put_multipart(&Path::from(self.key.as_str()))
+                .await
+                .map_err(|e| self.error(e))?;
+            self.multipart = Some(WriteMultipart::new_with_chunk_size(upload, self.chunk_size));
+            for piece in std::mem::take(&mut self.pending) {
+                self.send(piece).await?;
+            }
+            self.pending_len = 0;
+            return Ok(());
+        }
+        self.send(data).await
+    }
+
+    /// Hands `data` to the multipart writer a chunk at a time, waiting for
+    /// room so no more than `MAX_PARTS_IN_FLIGHT` parts are buffered.
+    async fn send(&mut self, data: Bytes) -> Result<(), StoreError> {
+        let mut offset = 0;
+        while offset < data.len() {
+            let writer = self.multipart.as_mut().expect("multipart started");
+            if let Err(e) = writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await {
+                return Err(self.error(e));
+            }
+            let end = (offset + self.chunk_size).min(data.len());
+            writer.put(data.slice(offset..end));
+            offset = end;
+        }
+        Ok(())
+    }
+
+    /// Completes the object. A failed multipart upload aborts itself.
+    pub async fn finish(mut self) -> Result<(), StoreError> {
+        match self.multipart.take() {
+            Some(writer) => writer.finish().await.map(drop).map_err(|e| self.error(e)),
+            None => {
+                let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+                self.store
+                    .put(&Path::from(self.key.as_str()), payload)
+                    .await
+                    .map(drop)
+                    .map_err(|e| self.error(e))
+            }
+        }
+    }
+
+    /// Drops what was written; nothing is left in storage.
+    pub async fn abort(mut self) {
+        if let Some(writer) = self.multipart.take() {
+            if let Err(error) = writer.abort().await {
+                tracing::warn!(key = %self.key, %error, "cannot abort multipart upload");
+            }
+        }
+    }
+}
+
+/// A multipart upload driven part by part from outside (upload sessions).
+/// Parts are sent in order; each is stored before `put_part` returns.
+pub struct PartUpload {
+    key: String,
+    upload: Box<dyn MultipartUpload>,
+}
+
+impl std::fmt::Debug for PartUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartUpload")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl PartUpload {
+    fn error(&self, source: object_store::Error) -> StoreError {
+        StoreError::Put {
+            key: self.key.clone(),
+            source,
+        }
+    }
+
+    pub async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError> {
+        let part = self.upload.put_part(PutPayload::from_bytes(data));
+        part.await.map_err(|e| self.error(e))
+    }
+
+    pub async fn complete(&mut self) -> Result<(), StoreError> {
+        self.upload
+            .complete()
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    pub async fn abort(&mut self) {
+        if let Err(error) = self.upload.abort().await {
+            tracing::warn!(key = %self.key, %error, "cannot abort multipart upload");
+        }
     }
 }
 

@@ -1,0 +1,74 @@
+//! Request bodies read piece by piece with an idle timeout: a 5 GiB upload
+//! that keeps arriving is never cut off, a stalled one is.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+
+use super::error::ApiError;
+
+pub struct BodyReader {
+    body: Body,
+    idle: Duration,
+    /// Bytes read so far.
+    pub read: u64,
+}
+
+impl BodyReader {
+    pub fn new(body: Body, idle: Duration) -> Self {
+        BodyReader {
+            body,
+            idle,
+            read: 0,
+        }
+    }
+
+    /// The next piece of data; `None` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        loop {
+            let frame = tokio::time::timeout(self.idle, self.body.frame())
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        format!("no request body data for {} s", self.idle.as_secs()),
+                    )
+                })?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_request",
+                        "the request body could not be read",
+                    )
+                    .with_detail(e))
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        self.read += data.len() as u64;
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole body, refused with `too_large` past `limit` bytes.
+    pub async fn collect(mut self, limit: usize, too_large: ApiError) -> Result<Bytes, ApiError> {
+        let mut out = BytesMut::new();
+        while let Some(data) = self.next().await? {
+            if out.len() + data.len() > limit {
+                return Err(too_large);
+            }
+            out.extend_from_slice(&data);
+        }
+        Ok(out.freeze())
+    }
+}

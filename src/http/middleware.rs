@@ -1,0 +1,137 @@
+//! What every HTTP request goes through: a request id, API-key checks on
+//! the /lfs/ routes, and per-route metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::{error_body, ApiError, PendingError};
+use super::Sidecar;
+use crate::metrics as m;
+
+pub const REQUEST_ID: &str = "x-request-id";
+pub const API_KEY: &str = "x-api-key";
+
+/// The request's id: the caller's `X-Request-ID` when it is a sane token,
+/// else a new UUID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Who called: the SHA-256 of the API key presented (`None` when the API
+/// has no keys). Upload sessions belong to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller(pub Option<[u8; 32]>);
+
+fn usable_request_id(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?.trim();
+    let ok = !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| s.to_owned())
+}
+
+/// Tags the request and its response with an id, and renders errors as
+/// `{code, message, request_id}`.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(usable_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    if let Some(PendingError(error)) = response.extensions_mut().remove::<PendingError>() {
+        let status = error.status;
+        if status.is_server_error() {
+            tracing::warn!(request_id = %id, %method, %path, status = status.as_u16(), code = error.code, message = %error.message, detail = error.detail.as_deref().unwrap_or(""), "HTTP request failed");
+        } else {
+            tracing::info!(request_id = %id, %method, %path, status = status.as_u16(), code = error.code, message = %error.message, detail = error.detail.as_deref().unwrap_or(""), "HTTP request refused");
+        }
+        let body = error_body(&error, &id);
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *response.body_mut() = Body::from(body);
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// Requires one of the configured API keys as `X-API-Key` or
+/// `Authorization: Bearer`. Every configured key is compared in constant
+/// time, so timing shows neither which key nor how much of it matched.
+pub async fn require_api_key(
+    State(sidecar): State<Arc<Sidecar>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if sidecar.api_keys.is_empty() {
+        request.extensions_mut().insert(Caller(None));
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(API_KEY)
+        .map(|v| v.as_bytes().to_vec())
+        .or_else(|| {
+            let auth = request.headers().get(AUTHORIZATION)?.as_bytes();
+            let token = auth
+                .get(..7)
+                .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
+                .map(|_| &auth[7..])?;
+            Some(token.trim_ascii().to_vec())
+        });
+    let Some(presented) = presented else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an API key is required (X-API-Key or Authorization: Bearer)",
+        )
+        .into_response();
+    };
+    let digest: [u8; 32] = Sha256::digest(&presented).into();
+    let mut matched = subtle::Choice::from(0u8);
+    for key in &sidecar.api_keys {
+        matched |= key.ct_eq(&digest);
+    }
+    if !bool::from(matched) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API key")
+            .into_response();
+    }
+    request.extensions_mut().insert(Caller(Some(digest)));
+    next.run(request).await
+}
+
+/// Digest under which an API key is kept in memory and compared.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Counts requests by route template (bounded), method and status, and
+/// times them.
+pub async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
