@@ -243,3 +243,55 @@ async fn render_metrics(State(sidecar): State<Arc<Sidecar>>) -> String {
 async fn openapi() -> impl IntoResponse {
     ([("content-type", "application/yaml")], OPENAPI)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// `(METHOD, path)` for every operation in the OpenAPI document: paths
+    /// are the two-space-indented keys under `paths:`, methods the
+    /// four-space-indented keys under a path.
+    fn documented() -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        let mut in_paths = false;
+        let mut path = None;
+        for line in OPENAPI.lines() {
+            if !line.starts_with(' ') && !line.trim().is_empty() {
+                in_paths = line.trim_end() == "paths:";
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+                path = Some(format!("/{p}"));
+            } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
+                let methods = ["get", "put", "post", "delete", "patch", "head", "options"];
+                if methods.contains(&m) {
+                    let p = path.clone().expect("a method under a path");
+                    out.insert((m.to_ascii_uppercase(), p));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openapi_document_lists_exactly_the_served_routes() {
+        let served: BTreeSet<(String, String)> = api_routes()
+            .into_iter()
+            .chain(open_routes())
+            .map(|(path, method, _)| (method.to_string(), path.to_owned()))
+            .collect();
+        let documented = documented();
+        assert!(documented.len() >= 10, "parser found {documented:?}");
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "served but not documented: {undocumented:?}; documented but not served: {unserved:?}"
+        );
+    }
+}

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::target::{self, ExpectedChecksum, Target};
 use super::Sidecar;
 use crate::kafka::producer::{OutgoingRecord, ProduceError, Produced};
-use crate::lfs::checksum::{self, StreamingDigest};
+use crate::lfs::checksum::{self, ChecksumAlg, StreamingDigest};
 use crate::lfs::envelope::{self, Envelope, ENVELOPE_VERSION};
 use crate::metrics as m;
 
@@ -44,7 +44,7 @@ pub async fn produce(
         uuid::Uuid::new_v4(),
     );
     let reader = BodyReader::new(body, sidecar.read_idle);
-    let (size, digest) = store_body(&sidecar, &key, reader).await?;
+    let (size, digest) = store_body(&sidecar, &key, reader, expected.alg).await?;
     let envelope = match sidecar.check_and_describe(&key, size, digest, &expected, &target, now) {
         Ok(e) => e,
         Err(error) => {
@@ -67,8 +67,9 @@ async fn store_body(
     sidecar: &Sidecar,
     key: &str,
     mut reader: BodyReader,
+    alg: ChecksumAlg,
 ) -> Result<(u64, StreamingDigest), ApiError> {
-    let mut digest = StreamingDigest::new(sidecar.lfs.default_alg);
+    let mut digest = StreamingDigest::new(alg);
     let mut writer = sidecar.lfs.store.writer(key);
     let mut size = 0u64;
     loop {
