@@ -43,6 +43,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .init();
     let prometheus = metrics::install();
     let lfs = settings.lfs()?;
+    let tls = if settings.http_tls_enabled {
+        let (Some(cert), Some(key)) = (&settings.http_tls_cert_file, &settings.http_tls_key_file)
+        else {
+            anyhow::bail!("KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE and _KEY_FILE are required");
+        };
+        let ca = settings.http_tls_client_ca_file.as_deref();
+        let require = settings
+            .http_tls_require_client_cert
+            .unwrap_or(ca.is_some());
+        Some(http::serve::tls_acceptor(cert, key, ca, require)?)
+    } else {
+        None
+    };
     if settings.s3_ensure_bucket {
         match lfs.store.ensure_bucket().await {
             Ok(true) => tracing::info!(bucket = %lfs.store.bucket(), "created S3 bucket"),
@@ -81,19 +94,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "kafka-lfs-proxy listening"
     );
     tokio::spawn(std::sync::Arc::clone(&proxy).health_loop());
-    let tls = if settings.http_tls_enabled {
-        let (Some(cert), Some(key)) = (&settings.http_tls_cert_file, &settings.http_tls_key_file)
-        else {
-            anyhow::bail!("KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE and _KEY_FILE are required");
-        };
-        let ca = settings.http_tls_client_ca_file.as_deref();
-        let require = settings
-            .http_tls_require_client_cert
-            .unwrap_or(ca.is_some());
-        Some(http::serve::tls_acceptor(cert, key, ca, require)?)
-    } else {
-        None
-    };
     let lfs = proxy.lfs.clone().context("LFS is always configured")?;
     let sidecar = http::Sidecar::new(&settings, std::sync::Arc::clone(&proxy), lfs, prometheus);
     tokio::spawn(std::sync::Arc::clone(&sidecar).storage_health_loop(settings.health_interval()));
