@@ -31,8 +31,9 @@ use crate::metrics as m;
 const IN_MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
 /// Largest JSON request accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Size of the pieces a verified file is sent in.
-const SEND_CHUNK: usize = 256 * 1024;
+/// Size of the pieces a verified file is written and sent in: few, large
+/// blocking file calls instead of many small ones.
+const FILE_CHUNK: usize = 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 struct DownloadRequest {
@@ -214,7 +215,8 @@ async fn presign(
 /// Where bytes wait while they are verified.
 enum Holding {
     Memory(Vec<u8>),
-    File(tokio::fs::File),
+    /// The file and the bytes not yet written to it.
+    File(tokio::fs::File, Vec<u8>),
 }
 
 impl Holding {
@@ -223,7 +225,10 @@ impl Holding {
             return Ok(Holding::Memory(Vec::with_capacity(size as usize)));
         }
         let file = tempfile::tempfile_in(&sidecar.temp_dir).map_err(temp_failed)?;
-        Ok(Holding::File(tokio::fs::File::from_std(file)))
+        Ok(Holding::File(
+            tokio::fs::File::from_std(file),
+            Vec::with_capacity(FILE_CHUNK),
+        ))
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
@@ -232,18 +237,26 @@ impl Holding {
                 buf.extend_from_slice(data);
                 Ok(())
             }
-            Holding::File(f) => f.write_all(data).await.map_err(temp_failed),
+            Holding::File(f, pending) => {
+                pending.extend_from_slice(data);
+                if pending.len() >= FILE_CHUNK {
+                    f.write_all(pending).await.map_err(temp_failed)?;
+                    pending.clear();
+                }
+                Ok(())
+            }
         }
     }
 
     async fn into_body(self) -> Result<Body, ApiError> {
         match self {
             Holding::Memory(buf) => Ok(Body::from(buf)),
-            Holding::File(mut f) => {
+            Holding::File(mut f, pending) => {
+                f.write_all(&pending).await.map_err(temp_failed)?;
                 f.flush().await.map_err(temp_failed)?;
                 f.seek(SeekFrom::Start(0)).await.map_err(temp_failed)?;
                 let chunks = futures_util::stream::unfold(f, |mut f| async move {
-                    let mut buf = vec![0u8; SEND_CHUNK];
+                    let mut buf = vec![0u8; FILE_CHUNK];
                     match f.read(&mut buf).await {
                         Ok(0) => None,
                         Ok(n) => {

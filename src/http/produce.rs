@@ -28,6 +28,7 @@ pub async fn produce(
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = target::from_headers(&headers, sidecar.topic_max_length)?;
+    sidecar.check_topic_enabled(&target.topic)?;
     let expected = target::checksum_from_headers(&headers, sidecar.lfs.default_alg)?;
     let declared = headers
         .get("content-length")
@@ -115,6 +116,18 @@ pub fn storage_failed(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl Sidecar {
+    /// With `KAFSCALE_LFS_PROXY_TOPICS` set, only those topics take uploads.
+    pub fn check_topic_enabled(&self, topic: &str) -> Result<(), ApiError> {
+        if self.lfs.topics.allows(topic) {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(
+                "invalid_topic",
+                "LFS is not enabled for this topic (KAFSCALE_LFS_PROXY_TOPICS)",
+            ))
+        }
+    }
+
     pub fn too_large(&self) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -160,6 +160,7 @@ pub async fn init(
 ) -> Result<Response, ApiError> {
     let request: InitRequest = read_json(&sidecar, body).await?;
     let topic = target::topic(request.topic.as_deref(), sidecar.topic_max_length)?;
+    sidecar.check_topic_enabled(&topic)?;
     let content_type = request
         .content_type
         .as_deref()

@@ -20,6 +20,9 @@ use object_store::{
     WriteMultipart,
 };
 
+/// Size of the pieces a local object is read in.
+const READ_CHUNK: usize = 1024 * 1024;
+
 /// Parts of one multipart upload sent concurrently.
 pub const MAX_PARTS_IN_FLIGHT: usize = 4;
 
@@ -250,12 +253,55 @@ impl BlobStore {
         self.store.get(&Path::from(key)).await?.bytes().await
     }
 
-    /// The object's bytes as they arrive from storage, unverified.
+    /// The object's bytes as they arrive from storage, unverified. A local
+    /// file is read in `READ_CHUNK` pieces (object_store's own stream reads
+    /// 8 KiB at a time, one blocking task each).
     pub async fn stream(
         &self,
         key: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, object_store::Error> {
-        Ok(self.store.get(&Path::from(key)).await?.into_stream())
+        use futures_util::StreamExt;
+        let result = self.store.get(&Path::from(key)).await?;
+        match result.payload {
+            object_store::GetResultPayload::File(file, path) => {
+                let chunks = futures_util::stream::try_unfold(Some(file), move |file| {
+                    let path = path.clone();
+                    async move {
+                        let Some(mut file) = file else {
+                            return Ok(None);
+                        };
+                        let read = tokio::task::spawn_blocking(move || {
+                            use std::io::Read;
+                            let mut buf = vec![0u8; READ_CHUNK];
+                            let mut filled = 0;
+                            while filled < READ_CHUNK {
+                                match file.read(&mut buf[filled..])? {
+                                    0 => break,
+                                    n => filled += n,
+                                }
+                            }
+                            buf.truncate(filled);
+                            Ok::<_, std::io::Error>((file, buf))
+                        })
+                        .await;
+                        let (file, buf) = read
+                            .map_err(|e| std::io::Error::other(e.to_string()))
+                            .and_then(|r| r)
+                            .map_err(|source| object_store::Error::Generic {
+                                store: "LocalFileSystem",
+                                source: format!("{}: {source}", path.display()).into(),
+                            })?;
+                        if buf.is_empty() {
+                            return Ok(None);
+                        }
+                        let more = (buf.len() == READ_CHUNK).then_some(file);
+                        Ok(Some((Bytes::from(buf), more)))
+                    }
+                });
+                Ok(chunks.boxed())
+            }
+            object_store::GetResultPayload::Stream(stream) => Ok(stream),
+        }
     }
 
     /// A URL that lets its holder GET `key` for `ttl`, signed for the

@@ -472,3 +472,20 @@ def test_metrics_by_route_and_status(api):
 def test_openapi_document_is_served(api):
     r = requests.get(f"{api.url}/openapi.yaml", timeout=5)
     assert r.status_code == 200 and r.content == (REPO / "api" / "openapi.yaml").read_bytes()
+
+
+def test_topic_allow_list_applies_to_http_uploads(tansu, workdir):
+    p = Proxy(tansu.address, workdir, capture=False, env={"KAFSCALE_LFS_PROXY_TOPICS": "scans,videos"})
+    try:
+        p.wait_ready()
+        url = f"http://127.0.0.1:{p.http_port}"
+        refused = requests.post(f"{url}/lfs/produce", data=b"x", headers={"X-Kafka-Topic": "other"}, timeout=10)
+        assert_error(refused, 400, "invalid_topic")
+        session = requests.post(f"{url}/lfs/uploads", json={"topic": "other", "content_type": "a/b", "size_bytes": 1},
+                                timeout=10)
+        assert_error(session, 400, "invalid_topic")
+        assert stored_files(p.storage_dir) == []
+        ok = requests.post(f"{url}/lfs/produce", data=b"x", headers={"X-Kafka-Topic": "scans"}, timeout=30)
+        assert ok.status_code == 200, ok.text
+    finally:
+        p.stop()
