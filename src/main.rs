@@ -103,10 +103,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         app,
         tls,
         proxy.shutdown_signal(),
+        settings.shutdown_timeout(),
     ));
 
     wait_for_signal().await;
     tracing::info!(timeout = ?settings.shutdown_timeout(), "shutting down: draining connections");
+    let deadline = tokio::time::Instant::now() + settings.shutdown_timeout();
     proxy.begin_shutdown();
     let left = proxy.drain(settings.shutdown_timeout()).await;
     if left > 0 {
@@ -117,7 +119,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     } else {
         tracing::info!("all connections drained");
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http_server).await;
+    // The HTTP server has been draining since the same signal, to the same deadline.
+    let _ = tokio::time::timeout_at(deadline, http_server).await;
     Ok(())
 }
 

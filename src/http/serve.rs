@@ -114,15 +114,21 @@ pub fn tls_acceptor(
 }
 
 /// Accepts connections until shutdown; each is served on its own task.
+/// At shutdown, idle keep-alive connections close, requests in progress
+/// finish (within `drain_timeout`), and then this returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
     mut shutdown: ShutdownSignal,
+    drain_timeout: Duration,
 ) {
+    // Every connection task holds a sender; when all are dropped, the
+    // receiver sees the end: connections drained.
+    let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => break,
             accepted = listener.accept() => accepted,
         };
         let (socket, peer) = match accepted {
@@ -136,12 +142,14 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
+        let alive = alive.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(TokioIo::new(socket), app).await,
+                None => serve_connection(TokioIo::new(socket), app, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), app).await,
+                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), app, stop).await,
                         Ok(Err(error)) => {
                             tracing::info!(%peer, %error, "HTTP TLS handshake failed")
                         }
@@ -149,20 +157,35 @@ pub async fn serve(
                     }
                 }
             }
+            drop(alive);
         });
+    }
+    drop(alive);
+    if tokio::time::timeout(drain_timeout, drained.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still running at the shutdown timeout");
     }
 }
 
-async fn serve_connection<I>(io: I, app: Router)
+async fn serve_connection<I>(io: I, app: Router, mut shutdown: ShutdownSignal)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = TowerToHyperService::new(app);
-    let result = hyper::server::conn::http1::Builder::new()
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(io, service)
-        .await;
+        .serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.wait() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
     if let Err(error) = result {
         tracing::debug!(%error, "HTTP connection ended with an error");
     }

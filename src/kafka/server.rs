@@ -60,6 +60,7 @@ pub struct Proxy {
 }
 
 /// Resolves when shutdown has begun.
+#[derive(Clone)]
 pub struct ShutdownSignal(watch::Receiver<bool>);
 
 impl ShutdownSignal {

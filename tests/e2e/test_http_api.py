@@ -489,3 +489,41 @@ def test_topic_allow_list_applies_to_http_uploads(tansu, workdir):
         assert ok.status_code == 200, ok.text
     finally:
         p.stop()
+
+
+def test_sigterm_lets_an_upload_in_progress_finish(tansu, workdir):
+    import signal
+    import threading
+
+    p = Proxy(tansu.address, workdir, capture=False)
+    try:
+        p.wait_ready()
+        url = f"http://127.0.0.1:{p.http_port}"
+        topic = create_topic(p.bootstrap)
+        started = threading.Event()
+        result = {}
+
+        def trickle():
+            started.set()
+            for i in range(6):
+                time.sleep(0.3)
+                yield bytes([i]) * 100_000
+
+        def upload():
+            result["r"] = requests.post(f"{url}/lfs/produce", data=trickle(), headers={"X-Kafka-Topic": topic},
+                                        timeout=30)
+
+        t = threading.Thread(target=upload)
+        t.start()
+        started.wait(5)
+        time.sleep(0.5)
+        p.proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        r = result["r"]
+        assert r.status_code == 200, r.text
+        assert r.json()["size"] == 600_000
+        assert p.proc.wait(30) == 0
+        [m] = consume(tansu.address, topic, 1)
+        assert json.loads(m.value()) == r.json()
+    finally:
+        p.stop()
