@@ -10,6 +10,9 @@ use http_body_util::BodyExt;
 
 use super::error::ApiError;
 
+/// Largest JSON request accepted.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+
 pub struct BodyReader {
     body: Body,
     idle: Duration,
@@ -58,6 +61,19 @@ impl BodyReader {
                 }
             }
         }
+    }
+
+    /// A JSON request body of at most `MAX_JSON_BYTES`.
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
+        let raw = self
+            .collect(
+                MAX_JSON_BYTES,
+                ApiError::bad_request("invalid_request", "JSON request over 64 KiB"),
+            )
+            .await?;
+        serde_json::from_slice(&raw).map_err(|e| {
+            ApiError::bad_request("invalid_request", format!("request is not valid JSON: {e}"))
+        })
     }
 
     /// The whole body, refused with `too_large` past `limit` bytes.

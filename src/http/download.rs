@@ -29,8 +29,6 @@ use crate::metrics as m;
 
 /// Objects up to this size are verified in memory, larger ones on disk.
 const IN_MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
-/// Largest JSON request accepted.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Size of the pieces a verified file is written and sent in: few, large
 /// blocking file calls instead of many small ones.
 const FILE_CHUNK: usize = 1024 * 1024;
@@ -60,15 +58,7 @@ pub async fn download(
     State(sidecar): State<Arc<Sidecar>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let raw = BodyReader::new(body, sidecar.read_idle)
-        .collect(
-            MAX_REQUEST_BYTES,
-            ApiError::bad_request("invalid_request", "download request over 64 KiB"),
-        )
-        .await?;
-    let request: DownloadRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request("invalid_request", format!("request is not valid JSON: {e}"))
-    })?;
+    let request: DownloadRequest = BodyReader::new(body, sidecar.read_idle).json().await?;
     let mode = match request.mode.as_deref().map(str::trim) {
         None | Some("") | Some("stream") => Mode::Stream,
         Some("presign") => Mode::Presign,

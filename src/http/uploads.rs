@@ -40,8 +40,6 @@ use crate::metrics as m;
 
 /// S3's smallest part other than the last.
 const S3_MIN_PART: u64 = 5 * 1024 * 1024;
-/// Largest JSON request accepted.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How long an expired session is remembered (answering 410, not 404).
 const TOMBSTONE_FOR: Duration = Duration::from_secs(3600);
 
@@ -112,21 +110,6 @@ struct CompletedPart {
     etag: String,
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
-    sidecar: &Sidecar,
-    body: Body,
-) -> Result<T, ApiError> {
-    let raw = BodyReader::new(body, sidecar.read_idle)
-        .collect(
-            MAX_REQUEST_BYTES,
-            ApiError::bad_request("invalid_request", "request over 64 KiB"),
-        )
-        .await?;
-    serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request("invalid_request", format!("request is not valid JSON: {e}"))
-    })
-}
-
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (
         status,
@@ -158,7 +141,7 @@ pub async fn init(
     Extension(caller): Extension<Caller>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: InitRequest = read_json(&sidecar, body).await?;
+    let request: InitRequest = BodyReader::new(body, sidecar.read_idle).json().await?;
     let topic = target::topic(request.topic.as_deref(), sidecar.topic_max_length)?;
     sidecar.check_topic_enabled(&topic)?;
     let content_type = request
@@ -465,7 +448,7 @@ pub async fn complete(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: CompleteRequest = read_json(&sidecar, body).await?;
+    let request: CompleteRequest = BodyReader::new(body, sidecar.read_idle).json().await?;
     let session = sidecar.sessions.get(&sidecar, &id, caller).await?;
     let mut s = session.lock().await;
     if let State_::Receiving {

@@ -225,6 +225,14 @@ def workdir():
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def s3(workdir):
+    """A SeaweedFS per test module (tests kill and restart it)."""
+    store = SeaweedFS(workdir)
+    yield store
+    store.kill()
+
+
 @pytest.fixture(scope="session")
 def tansu(workdir):
     broker = Tansu(workdir)

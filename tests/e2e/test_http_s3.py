@@ -13,17 +13,10 @@ from datetime import datetime, timezone
 import pytest
 import requests
 
-from conftest import Proxy, SeaweedFS
+from conftest import Proxy
 from test_lfs import consume, create_topic
 
 TTL = 60
-
-
-@pytest.fixture(scope="module")
-def s3(workdir):
-    store = SeaweedFS(workdir)
-    yield store
-    store.kill()
 
 
 @pytest.fixture(scope="module")

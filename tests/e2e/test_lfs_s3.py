@@ -9,15 +9,8 @@ import time
 
 import pytest
 
-from conftest import Proxy, SeaweedFS
+from conftest import Proxy
 from test_lfs import consume, create_topic
-
-
-@pytest.fixture(scope="module")
-def s3(workdir):
-    store = SeaweedFS(workdir)
-    yield store
-    store.kill()
 
 
 @pytest.fixture(scope="module")
