@@ -8,3 +8,4 @@ pub mod inspect;
 pub mod kafka;
 pub mod lfs;
 pub mod metrics;
+pub mod tls;

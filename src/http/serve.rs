@@ -10,105 +10,35 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
+
+use crate::tls::{self, SettingNames, TlsSetupError};
 
 use crate::kafka::server::ShutdownSignal;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("{setting}: cannot read {path}: {reason}")]
-    File {
-        setting: &'static str,
-        path: String,
-        reason: String,
-    },
-    #[error("{setting}: {reason}")]
-    Invalid {
-        setting: &'static str,
-        reason: String,
-    },
-}
-
-fn certificates(
-    setting: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let file_error = |reason: String| TlsSetupError::File {
-        setting,
-        path: path.display().to_string(),
-        reason,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(file_error("no PEM certificate in the file".into()));
-    }
-    Ok(certs)
-}
-
-/// Builds the TLS acceptor: server certificate and key, and when a client
-/// CA is given, client certificates verified against it (required unless
-/// `require_client_cert` is false).
+/// Builds the HTTP API's TLS acceptor (HTTP/1.1 over ALPN).
 pub fn tls_acceptor(
     cert_file: &Path,
     key_file: &Path,
     client_ca_file: Option<&Path>,
     require_client_cert: bool,
 ) -> Result<TlsAcceptor, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certs = certificates("KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE", cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsSetupError::File {
-        setting: "KAFSCALE_LFS_PROXY_HTTP_TLS_KEY_FILE",
-        path: key_file.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsSetupError::Invalid {
-            setting: "KAFSCALE_LFS_PROXY_HTTP_TLS_ENABLED",
-            reason: e.to_string(),
-        })?;
-    let builder = match client_ca_file {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates("KAFSCALE_LFS_PROXY_HTTP_TLS_CLIENT_CA_FILE", ca)? {
-                roots.add(cert).map_err(|e| TlsSetupError::Invalid {
-                    setting: "KAFSCALE_LFS_PROXY_HTTP_TLS_CLIENT_CA_FILE",
-                    reason: e.to_string(),
-                })?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            );
-            let verifier = if require_client_cert {
-                verifier
-            } else {
-                verifier.allow_unauthenticated()
-            };
-            let verifier = verifier.build().map_err(|e| TlsSetupError::Invalid {
-                setting: "KAFSCALE_LFS_PROXY_HTTP_TLS_CLIENT_CA_FILE",
-                reason: e.to_string(),
-            })?;
-            builder.with_client_cert_verifier(verifier)
-        }
+    let names = SettingNames {
+        cert: "KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE",
+        key: "KAFSCALE_LFS_PROXY_HTTP_TLS_KEY_FILE",
+        ca: "KAFSCALE_LFS_PROXY_HTTP_TLS_CLIENT_CA_FILE",
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsSetupError::Invalid {
-            setting: "KAFSCALE_LFS_PROXY_HTTP_TLS_KEY_FILE",
-            reason: e.to_string(),
-        })?;
+    let mut config = tls::server_config(
+        &names,
+        cert_file,
+        key_file,
+        client_ca_file,
+        require_client_cert,
+    )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

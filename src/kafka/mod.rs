@@ -6,6 +6,8 @@ pub mod client;
 pub mod frame;
 pub mod partitioner;
 pub mod producer;
+pub mod sasl;
+pub mod scram;
 pub mod server;
 pub mod session;
 pub mod upstream;
