@@ -68,6 +68,48 @@ pub struct Settings {
     )]
     pub bootstrap_servers: Vec<String>,
 
+    /// Connect to the brokers over TLS.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_BACKEND_TLS_ENABLED",
+        default_value_t = false
+    )]
+    pub backend_tls_enabled: bool,
+
+    /// PEM CA bundle for broker certificates [default: the system roots]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_BACKEND_TLS_CA_FILE")]
+    pub backend_tls_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for brokers that require mTLS.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_BACKEND_TLS_CERT_FILE")]
+    pub backend_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_BACKEND_TLS_KEY_FILE")]
+    pub backend_tls_key_file: Option<PathBuf>,
+
+    /// Name to verify broker certificates against, instead of the host each
+    /// broker advertises.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_BACKEND_TLS_SERVER_NAME")]
+    pub backend_tls_server_name: Option<String>,
+
+    /// SASL mechanism for the proxy's own login to the brokers: PLAIN,
+    /// SCRAM-SHA-256 or SCRAM-SHA-512 [default: no SASL]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_BACKEND_SASL_MECHANISM")]
+    pub backend_sasl_mechanism: Option<String>,
+
+    /// SASL user name.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_BACKEND_SASL_USERNAME")]
+    pub backend_sasl_username: Option<String>,
+
+    /// SASL password.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_BACKEND_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub backend_sasl_password: Option<String>,
+
     /// HTTP address for /metrics, /livez, /readyz (and the LFS HTTP API).
     #[arg(
         long,
@@ -403,6 +445,41 @@ impl Settings {
                 }
             }
         }
+        if let Some(mechanism) = self
+            .backend_sasl_mechanism
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+        {
+            if crate::kafka::sasl::Mechanism::parse(mechanism).is_none() {
+                return Err(SettingError {
+                    name: "KAFSCALE_LFS_PROXY_BACKEND_SASL_MECHANISM",
+                    reason: format!("`{mechanism}` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+                });
+            }
+            for (name, value) in [
+                (
+                    "KAFSCALE_LFS_PROXY_BACKEND_SASL_USERNAME",
+                    &self.backend_sasl_username,
+                ),
+                (
+                    "KAFSCALE_LFS_PROXY_BACKEND_SASL_PASSWORD",
+                    &self.backend_sasl_password,
+                ),
+            ] {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    return Err(SettingError {
+                        name,
+                        reason: "required with KAFSCALE_LFS_PROXY_BACKEND_SASL_MECHANISM".into(),
+                    });
+                }
+            }
+        }
+        if self.backend_tls_cert_file.is_some() != self.backend_tls_key_file.is_some() {
+            return Err(SettingError {
+                name: "KAFSCALE_LFS_PROXY_BACKEND_TLS_KEY_FILE",
+                reason: "a client certificate needs both _BACKEND_TLS_CERT_FILE and _BACKEND_TLS_KEY_FILE".into(),
+            });
+        }
         if self.presign_enabled && self.s3_bucket.is_none() {
             return Err(SettingError {
                 name: "KAFSCALE_LFS_PROXY_PRESIGN_ENABLED",
@@ -500,6 +577,54 @@ impl Settings {
                 },
             )?,
             topics: TopicFilter::new(Some(topics)),
+        })
+    }
+
+    /// TLS and SASL for upstream connections, files read now so a missing
+    /// one stops start-up naming its setting.
+    pub fn upstream_security(
+        &self,
+    ) -> Result<crate::kafka::upstream::UpstreamSecurity, crate::tls::TlsSetupError> {
+        use crate::kafka::sasl::{Mechanism, SaslCredentials};
+        use crate::kafka::upstream::{UpstreamSecurity, UpstreamTls};
+        let tls = if self.backend_tls_enabled {
+            let names = crate::tls::SettingNames {
+                cert: "KAFSCALE_LFS_PROXY_BACKEND_TLS_CERT_FILE",
+                key: "KAFSCALE_LFS_PROXY_BACKEND_TLS_KEY_FILE",
+                ca: "KAFSCALE_LFS_PROXY_BACKEND_TLS_CA_FILE",
+            };
+            let client_cert = self
+                .backend_tls_cert_file
+                .as_deref()
+                .zip(self.backend_tls_key_file.as_deref());
+            let config = crate::tls::client_config(
+                &names,
+                self.backend_tls_ca_file.as_deref(),
+                client_cert,
+            )?;
+            Some(UpstreamTls {
+                connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+                server_name: self
+                    .backend_tls_server_name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty()),
+            })
+        } else {
+            None
+        };
+        let sasl = self
+            .backend_sasl_mechanism
+            .as_deref()
+            .and_then(Mechanism::parse)
+            .map(|mechanism| SaslCredentials {
+                mechanism,
+                username: self.backend_sasl_username.clone().unwrap_or_default(),
+                password: self.backend_sasl_password.clone().unwrap_or_default(),
+            });
+        Ok(UpstreamSecurity {
+            tls,
+            sasl,
+            max_frame_size: self.max_frame_size,
         })
     }
 

@@ -43,6 +43,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .init();
     let prometheus = metrics::install();
     let lfs = settings.lfs()?;
+    let upstream = std::sync::Arc::new(settings.upstream_security()?);
     let tls = if settings.http_tls_enabled {
         let (Some(cert), Some(key)) = (&settings.http_tls_cert_file, &settings.http_tls_key_file)
         else {
@@ -69,8 +70,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         namespace = %lfs.namespace,
         "LFS offload enabled"
     );
-    let proxy =
-        Proxy::new(settings.clone(), Some(lfs)).context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
+    let proxy = Proxy::new(settings.clone(), Some(lfs), upstream)
+        .context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
 
     let kafka_addr = proxy
         .bind_bootstrap()
@@ -91,6 +92,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         advertised_host = %proxy.addresses.advertised_host(),
         broker_port_base = settings.broker_port_base(),
         upstream = ?settings.bootstrap(),
+        upstream_tls = settings.backend_tls_enabled,
+        upstream_sasl = settings.backend_sasl_mechanism.as_deref().unwrap_or("none"),
         "kafka-lfs-proxy listening"
     );
     tokio::spawn(std::sync::Arc::clone(&proxy).health_loop());

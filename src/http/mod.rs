@@ -66,6 +66,7 @@ impl Sidecar {
     ) -> Arc<Self> {
         let sidecar = Arc::new(Sidecar {
             producer: Producer::new(
+                Arc::clone(&proxy.upstream),
                 settings.bootstrap(),
                 settings.upstream_connect_timeout(),
                 Duration::from_millis(settings.produce_timeout_ms),

@@ -224,6 +224,11 @@ fn produce_failed(error: ProduceError) -> ApiError {
             "backend_error",
             format!("Kafka refused the record: {name} ({code})"),
         ),
+        ProduceError::Login(_) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "backend_error",
+            "the proxy's login to Kafka was refused",
+        ),
         ProduceError::Encode(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "encode_failed",

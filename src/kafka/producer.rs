@@ -10,8 +10,8 @@
 //!   created, a lost connection) are retried with back-off until the
 //!   request timeout; anything else is returned with its Kafka error name.
 //!   A retry after a lost answer can write the record twice (at least once).
-//! - Connections go through `upstream::dial`, the same path (and later the
-//!   same TLS/SASL settings) as relayed client traffic.
+//! - Connections go through the proxy's `UpstreamSecurity`: the same TLS
+//!   and SASL settings as relayed client traffic.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -28,12 +28,11 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafka_protocol::ResponseError;
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::client::{self, ClientError};
 use super::partitioner;
-use super::upstream;
+use super::upstream::{BrokerStream, UpstreamError, UpstreamSecurity};
 
 const PRODUCE_VERSION: i16 = 7;
 const METADATA_VERSION: i16 = 4;
@@ -78,6 +77,17 @@ pub enum ProduceError {
     },
     #[error("cannot build the record: {0}")]
     Encode(String),
+    /// The broker refused the proxy's own login.
+    #[error("Kafka login refused: {0}")]
+    Login(String),
+}
+
+fn dial_failed(error: UpstreamError) -> ProduceError {
+    if error.is_auth() {
+        ProduceError::Login(error.to_string())
+    } else {
+        ProduceError::Unavailable(error.to_string())
+    }
 }
 
 impl ProduceError {
@@ -111,25 +121,28 @@ struct TopicLayout {
 
 /// The producer; cheap to share behind an `Arc`.
 pub struct Producer {
+    upstream: Arc<UpstreamSecurity>,
     bootstrap: Vec<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
     max_frame_size: usize,
     topics: Mutex<HashMap<String, TopicLayout>>,
     brokers: Mutex<HashMap<i32, String>>,
-    connections: Mutex<HashMap<i32, Arc<Mutex<Option<TcpStream>>>>>,
+    connections: Mutex<HashMap<i32, Arc<Mutex<Option<BrokerStream>>>>>,
     correlation: AtomicI32,
     round_robin: AtomicU32,
 }
 
 impl Producer {
     pub fn new(
+        upstream: Arc<UpstreamSecurity>,
         bootstrap: Vec<String>,
         connect_timeout: Duration,
         request_timeout: Duration,
         max_frame_size: usize,
     ) -> Self {
         Producer {
+            upstream,
             bootstrap,
             connect_timeout,
             request_timeout,
@@ -236,9 +249,11 @@ impl Producer {
             .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
                 TopicName(StrBytes::from_string(topic.to_owned())),
             ))]));
-        let (mut stream, server) = upstream::dial_bootstrap(&self.bootstrap, self.connect_timeout)
+        let (mut stream, server) = self
+            .upstream
+            .dial_bootstrap(&self.bootstrap, self.connect_timeout)
             .await
-            .map_err(|e| ProduceError::Unavailable(e.to_string()))?;
+            .map_err(dial_failed)?;
         let metadata = tokio::time::timeout(
             self.connect_timeout,
             client::round_trip(
@@ -316,9 +331,11 @@ impl Producer {
         );
         let mut connection = slot.lock().await;
         if connection.is_none() {
-            let stream = upstream::dial(&address, self.connect_timeout)
+            let stream = self
+                .upstream
+                .dial(&address, self.connect_timeout)
                 .await
-                .map_err(|e| ProduceError::Unavailable(e.to_string()))?;
+                .map_err(dial_failed)?;
             *connection = Some(stream);
         }
         let stream = connection.as_mut().expect("connected above");

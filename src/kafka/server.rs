@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::MetadataRequest;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use super::addresses::{AddressError, BrokerAddressMap, UpstreamBroker};
 use super::session::{self, Target};
-use super::upstream::{self, UpstreamError};
+use super::upstream::{BrokerStream, UpstreamError, UpstreamSecurity};
 use super::{client, frame};
 use crate::capture::Capture;
 use crate::config::Settings;
@@ -48,6 +48,8 @@ pub struct Proxy {
     pub lfs: Option<Arc<Lfs>>,
     /// Request bytes held across all connections.
     pub budget: frame::ByteBudget,
+    /// TLS and SASL for every upstream connection.
+    pub upstream: Arc<UpstreamSecurity>,
     broker_listeners: Mutex<HashSet<i32>>,
     /// Bound listeners go to one task that spawns their accept loops; a
     /// session binding a listener cannot spawn the loop that spawns sessions.
@@ -72,7 +74,11 @@ impl ShutdownSignal {
 
 impl Proxy {
     /// Creates the proxy and starts the task that runs its listeners.
-    pub fn new(settings: Settings, lfs: Option<Lfs>) -> std::io::Result<Arc<Self>> {
+    pub fn new(
+        settings: Settings,
+        lfs: Option<Lfs>,
+        upstream: Arc<UpstreamSecurity>,
+    ) -> std::io::Result<Arc<Self>> {
         let capture = settings
             .capture_dir
             .as_deref()
@@ -84,6 +90,7 @@ impl Proxy {
         let budget = frame::ByteBudget::new(settings.inflight_bytes);
         let proxy = Arc::new(Proxy {
             budget,
+            upstream,
             settings,
             addresses,
             capture,
@@ -203,14 +210,14 @@ impl Proxy {
     }
 
     /// Connects to the upstream broker a listener serves.
-    pub async fn dial(self: &Arc<Self>, target: Target) -> Result<TcpStream, UpstreamError> {
+    pub async fn dial(self: &Arc<Self>, target: Target) -> Result<BrokerStream, UpstreamError> {
         let timeout = self.settings.upstream_connect_timeout();
         match target {
-            Target::Bootstrap => Ok(
-                upstream::dial_bootstrap(&self.settings.bootstrap(), timeout)
-                    .await?
-                    .0,
-            ),
+            Target::Bootstrap => Ok(self
+                .upstream
+                .dial_bootstrap(&self.settings.bootstrap(), timeout)
+                .await?
+                .0),
             Target::Node(node_id) => {
                 let broker = match self.addresses.upstream(node_id) {
                     Some(b) => b,
@@ -223,7 +230,7 @@ impl Proxy {
                             .ok_or(UpstreamError::UnknownNode(node_id))?
                     }
                 };
-                upstream::dial(&broker.address(), timeout).await
+                self.upstream.dial(&broker.address(), timeout).await
             }
         }
     }
@@ -233,10 +240,11 @@ impl Proxy {
     pub async fn refresh_upstream_brokers(self: &Arc<Self>) -> Result<Vec<UpstreamBroker>, String> {
         let timeout = self.settings.upstream_connect_timeout();
         let work = async {
-            let (mut stream, server) =
-                upstream::dial_bootstrap(&self.settings.bootstrap(), timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let (mut stream, server) = self
+                .upstream
+                .dial_bootstrap(&self.settings.bootstrap(), timeout)
+                .await
+                .map_err(|e| e.to_string())?;
             let brokers = query_brokers(&mut stream, self.settings.max_frame_size)
                 .await
                 .map_err(|e| format!("{server}: {e}"))?;
@@ -299,7 +307,7 @@ impl Drop for SessionGuard {
 
 /// Sends Metadata v1 with an empty topic list and returns the brokers.
 async fn query_brokers(
-    stream: &mut TcpStream,
+    stream: &mut BrokerStream,
     max_frame_size: usize,
 ) -> Result<Vec<UpstreamBroker>, String> {
     let request = MetadataRequest::default().with_topics(Some(vec![]));

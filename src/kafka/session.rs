@@ -21,16 +21,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::addresses::{carries_addresses, rewrite_response};
 use super::frame::{self, Frame, FrameError};
 use super::server::Proxy;
-use super::upstream::UpstreamError;
+use super::upstream::{BrokerStream, UpstreamError};
 use super::versions;
 use crate::capture::Direction;
 use crate::lfs::response::LfsOwed;
@@ -141,6 +142,12 @@ pub async fn run(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target:
     let _ = client.set_nodelay(true);
     let upstream = match proxy.dial(target).await {
         Ok(stream) => stream,
+        Err(error) if error.is_auth() => {
+            m::upstream_error("auth");
+            tracing::error!(connection = conn.id, %peer, ?target, %error, "closing client: the proxy cannot log in to the broker");
+            refuse_after_login_failure(&proxy, client).await;
+            return;
+        }
         Err(error) => {
             m::upstream_error("connect");
             tracing::warn!(connection = conn.id, %peer, ?target, %error, "closing client: upstream unreachable");
@@ -174,14 +181,41 @@ pub async fn run(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target:
     }
 }
 
+/// Answers the client's first request, when it is ApiVersions (as every
+/// current client's is), with SASL_AUTHENTICATION_FAILED, then closes: the
+/// client reports an authentication failure instead of retrying blindly.
+async fn refuse_after_login_failure(proxy: &Arc<Proxy>, mut client: TcpStream) {
+    const SASL_AUTHENTICATION_FAILED: i16 = 58;
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        frame::read_frame(&mut client, proxy.settings.max_frame_size),
+    )
+    .await;
+    let Ok(Ok(Some(request))) = first else {
+        return;
+    };
+    let Ok(header) = frame::peek_request_header(&request.body()) else {
+        return;
+    };
+    if header.api_key == ApiKey::ApiVersions as i16 {
+        let answer = versions::error_response(
+            header.correlation_id,
+            header.api_version,
+            SASL_AUTHENTICATION_FAILED,
+        );
+        let _ = client.write_all(answer.wire()).await;
+        let _ = client.shutdown().await;
+    }
+}
+
 async fn relay(
     proxy: &Arc<Proxy>,
     conn: &Conn,
     client: TcpStream,
-    upstream: TcpStream,
+    upstream: BrokerStream,
 ) -> Result<(), SessionError> {
     let (client_read, client_write) = client.into_split();
-    let (upstream_read, upstream_write) = upstream.into_split();
+    let (upstream_read, upstream_write) = tokio::io::split(upstream);
     let (owed_tx, mut owed_rx) = mpsc::channel(proxy.settings.max_in_flight);
 
     // Dropping a write half sends FIN, and a broker closes the whole
@@ -233,7 +267,7 @@ async fn forward_requests(
     proxy: &Arc<Proxy>,
     conn: &Conn,
     mut client: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    upstream: &mut tokio::net::tcp::OwnedWriteHalf,
+    upstream: &mut WriteHalf<BrokerStream>,
     owed: mpsc::Sender<Owed>,
     unanswered: &UnansweredProduces,
 ) -> Result<(), SessionError> {
@@ -347,7 +381,7 @@ async fn forward_requests(
 async fn forward_responses(
     proxy: &Arc<Proxy>,
     conn: &Conn,
-    mut upstream: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    mut upstream: BufReader<ReadHalf<BrokerStream>>,
     mut client: tokio::net::tcp::OwnedWriteHalf,
     owed: &mut mpsc::Receiver<Owed>,
     unanswered: &UnansweredProduces,
@@ -449,7 +483,7 @@ async fn forward_responses(
 
 async fn read_upstream_frame(
     proxy: &Arc<Proxy>,
-    upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    upstream: &mut BufReader<ReadHalf<BrokerStream>>,
 ) -> Result<Frame, SessionError> {
     frame::read_frame(upstream, proxy.settings.max_frame_size)
         .await
@@ -460,7 +494,7 @@ async fn read_upstream_frame(
 /// Reads one upstream frame and its correlation id.
 async fn read_upstream_frame_with_id(
     proxy: &Arc<Proxy>,
-    upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    upstream: &mut BufReader<ReadHalf<BrokerStream>>,
 ) -> Result<(Frame, i32), SessionError> {
     let frame = read_upstream_frame(proxy, upstream).await?;
     let id = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
@@ -473,7 +507,7 @@ async fn read_upstream_frame_with_id(
 async fn read_response(
     proxy: &Arc<Proxy>,
     conn: &Conn,
-    upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    upstream: &mut BufReader<ReadHalf<BrokerStream>>,
     correlation_id: i32,
     unanswered: &UnansweredProduces,
 ) -> Result<Frame, SessionError> {
@@ -499,7 +533,7 @@ async fn read_response(
 /// Reads a frame nobody is owed; drops it if it answers an acks=0 Produce.
 async fn discard_unanswered(
     proxy: &Arc<Proxy>,
-    upstream: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    upstream: &mut BufReader<ReadHalf<BrokerStream>>,
     unanswered: &UnansweredProduces,
 ) -> Result<(), SessionError> {
     let (_, got) = read_upstream_frame_with_id(proxy, upstream).await?;

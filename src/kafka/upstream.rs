@@ -1,54 +1,226 @@
-//! Dialing upstream brokers.
-//!
-//! Plain TCP with a connect timeout and `TCP_NODELAY` (Kafka requests are
-//! small and latency-bound). TLS and SASL come in a later layer.
+//! Dialing upstream brokers: TCP with a connect timeout and `TCP_NODELAY`
+//! (Kafka requests are small and latency-bound), then TLS when configured,
+//! then a SASL login with the proxy's own credentials when configured. The
+//! whole dial shares one timeout, so a broker that stalls a handshake
+//! cannot hold a client forever.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::sasl::{self, SaslCredentials, SaslError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("connect to {address} timed out after {timeout:?}")]
     Timeout { address: String, timeout: Duration },
     #[error("connect to {address} failed: {source}")]
-    Connect {
-        address: String,
-        source: std::io::Error,
-    },
+    Connect { address: String, source: io::Error },
+    #[error("TLS handshake with {address} failed: {source}")]
+    Tls { address: String, source: io::Error },
+    #[error("SASL login to {address} failed: {source}")]
+    Sasl { address: String, source: SaslError },
     #[error("no bootstrap server reachable ({0})")]
     NoBootstrap(String),
     #[error("upstream node {0} is unknown: no Metadata response has named it yet")]
     UnknownNode(i32),
 }
 
-/// Connects to one `host:port`.
-pub async fn dial(address: &str, timeout: Duration) -> Result<TcpStream, UpstreamError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            address: address.to_owned(),
-            timeout,
-        })?
-        .map_err(|source| UpstreamError::Connect {
-            address: address.to_owned(),
-            source,
-        })?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+impl UpstreamError {
+    /// The broker refused the proxy's login (a wrong credential or
+    /// mechanism), rather than a network or TLS problem.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, UpstreamError::Sasl { .. })
+    }
 }
 
-/// Connects to the first reachable bootstrap server, in order.
-pub async fn dial_bootstrap(
-    servers: &[String],
-    timeout: Duration,
-) -> Result<(TcpStream, String), UpstreamError> {
-    let mut failures = Vec::new();
-    for server in servers {
-        match dial(server, timeout).await {
-            Ok(stream) => return Ok((stream, server.clone())),
-            Err(e) => failures.push(e.to_string()),
+/// A connection to a broker, plain or TLS.
+pub enum BrokerStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for BrokerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BrokerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
-    Err(UpstreamError::NoBootstrap(failures.join("; ")))
+}
+
+impl AsyncWrite for BrokerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BrokerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BrokerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BrokerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// TLS towards brokers.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub connector: TlsConnector,
+    /// Name checked against the broker's certificate instead of the host
+    /// the broker advertises.
+    pub server_name: Option<String>,
+}
+
+/// How every upstream connection is secured: the bootstrap and broker
+/// connections of relayed clients, health checks, the HTTP API's producer.
+#[derive(Clone, Default)]
+pub struct UpstreamSecurity {
+    pub tls: Option<UpstreamTls>,
+    pub sasl: Option<SaslCredentials>,
+    pub max_frame_size: usize,
+}
+
+impl std::fmt::Debug for UpstreamSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl)
+            .finish()
+    }
+}
+
+impl UpstreamSecurity {
+    pub fn plain(max_frame_size: usize) -> Arc<Self> {
+        Arc::new(UpstreamSecurity {
+            tls: None,
+            sasl: None,
+            max_frame_size,
+        })
+    }
+
+    /// Connects to one `host:port`, then TLS and SASL as configured.
+    pub async fn dial(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<BrokerStream, UpstreamError> {
+        tokio::time::timeout(timeout, self.connect(address))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                address: address.to_owned(),
+                timeout,
+            })?
+    }
+
+    async fn connect(&self, address: &str) -> Result<BrokerStream, UpstreamError> {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|source| UpstreamError::Connect {
+                address: address.to_owned(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = match &self.tls {
+            None => BrokerStream::Plain(tcp),
+            Some(tls) => {
+                let host = tls.server_name.clone().unwrap_or_else(|| host_of(address));
+                let tls_error = |source| UpstreamError::Tls {
+                    address: address.to_owned(),
+                    source,
+                };
+                let name = ServerName::try_from(host.clone()).map_err(|e| {
+                    tls_error(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("`{host}` is not a TLS server name: {e}"),
+                    ))
+                })?;
+                let stream = tls.connector.connect(name, tcp).await.map_err(tls_error)?;
+                BrokerStream::Tls(Box::new(stream))
+            }
+        };
+        if let Some(credentials) = &self.sasl {
+            let ids = AtomicI32::new(0);
+            let lifetime = sasl::authenticate(
+                &mut stream,
+                credentials,
+                || ids.fetch_add(1, Ordering::Relaxed),
+                self.max_frame_size,
+            )
+            .await
+            .map_err(|source| UpstreamError::Sasl {
+                address: address.to_owned(),
+                source,
+            })?;
+            if let Some(lifetime) = lifetime {
+                tracing::debug!(address, ?lifetime, "broker set a SASL session lifetime");
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Connects to the first reachable bootstrap server, in order. A login
+    /// refused by one server is not tried on the next: it would be refused
+    /// there too, and the caller must see why.
+    pub async fn dial_bootstrap(
+        &self,
+        servers: &[String],
+        timeout: Duration,
+    ) -> Result<(BrokerStream, String), UpstreamError> {
+        let mut failures = Vec::new();
+        for server in servers {
+            match self.dial(server, timeout).await {
+                Ok(stream) => return Ok((stream, server.clone())),
+                Err(e) if e.is_auth() => return Err(e),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        Err(UpstreamError::NoBootstrap(failures.join("; ")))
+    }
+}
+
+/// The host part of `host:port` (IPv6 brackets removed).
+fn host_of(address: &str) -> String {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_address() {
+        assert_eq!(host_of("broker-1.example:9093"), "broker-1.example");
+        assert_eq!(host_of("[::1]:9093"), "::1");
+        assert_eq!(host_of("10.0.0.1:9092"), "10.0.0.1");
+    }
 }

@@ -187,6 +187,20 @@ pub fn unsupported_version_response(correlation_id: i32, max_version: i16) -> Fr
     encode_response(correlation_id, &response, 0).expect("a v0 ApiVersions response always encodes")
 }
 
+/// An ApiVersions answer at the request's own version carrying only
+/// `error_code` (e.g. SASL_AUTHENTICATION_FAILED when the proxy cannot log
+/// in upstream), so the client reports that error instead of a bare close.
+pub fn error_response(correlation_id: i32, request_version: i16, error_code: i16) -> Frame {
+    let version = request_version.clamp(
+        ApiVersionsResponse::VERSIONS.min,
+        ApiVersionsResponse::VERSIONS.max,
+    );
+    let response = ApiVersionsResponse::default().with_error_code(error_code);
+    encode_response(correlation_id, &response, version)
+        .or_else(|_| encode_response(correlation_id, &response, 0))
+        .expect("an empty ApiVersions response always encodes")
+}
+
 fn encode_response(
     correlation_id: i32,
     response: &ApiVersionsResponse,

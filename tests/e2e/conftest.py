@@ -73,13 +73,17 @@ def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
 
 
 class Tansu:
-    def __init__(self, workdir: Path):
+    """tansu on 127.0.0.2. `advertised_port`: the port it tells clients to
+    use, when something (a TLS/SASL gate) stands in front of it."""
+
+    def __init__(self, workdir: Path, advertised_port: int | None = None):
         self.port = free_port(UPSTREAM_HOST)
         self.address = f"{UPSTREAM_HOST}:{self.port}"
         self.log = open(workdir / f"tansu-{self.port}.log", "wb")
         url = f"tcp://{self.address}"
+        advertised = f"tcp://{UPSTREAM_HOST}:{advertised_port}" if advertised_port else url
         self.proc = subprocess.Popen(
-            [tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
