@@ -27,6 +27,7 @@ pub const HTTP_BYTES_TOTAL: &str = "kafka_lfs_proxy_http_bytes_total";
 pub const HTTP_INTEGRITY_FAILURES_TOTAL: &str = "kafka_lfs_proxy_http_integrity_failures_total";
 pub const HTTP_UPLOAD_SESSIONS_OPEN: &str = "kafka_lfs_proxy_http_upload_sessions_open";
 pub const HTTP_UPLOAD_SESSIONS_EXPIRED: &str = "kafka_lfs_proxy_http_upload_sessions_expired_total";
+pub const UPSTREAM_REAUTH_TOTAL: &str = "kafka_lfs_proxy_upstream_reauthentications_total";
 pub const STORAGE_UP: &str = "kafka_lfs_proxy_storage_up";
 
 /// Installs the global recorder once; later calls return the same handle.
@@ -67,6 +68,10 @@ fn describe() {
     metrics::describe_counter!(
         HTTP_UPLOAD_SESSIONS_EXPIRED,
         "Upload sessions expired and aborted"
+    );
+    metrics::describe_counter!(
+        UPSTREAM_REAUTH_TOTAL,
+        "SASL re-authentications on relayed upstream connections (KIP-368), by outcome"
     );
     metrics::describe_gauge!(STORAGE_UP, "1 while the last storage check succeeded");
     metrics::describe_gauge!(

@@ -43,6 +43,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     R: Request,
 {
+    let frame = encode_request(correlation_id, version, request)?;
+    stream.write_all(frame.wire()).await?;
+    let response = frame::read_frame(stream, max_frame_size)
+        .await?
+        .ok_or(ClientError::Closed)?;
+    decode_response::<R>(&response, correlation_id, version)
+}
+
+/// One request frame from the proxy itself.
+pub fn encode_request<R: Request>(
+    correlation_id: i32,
+    version: i16,
+    request: &R,
+) -> Result<Frame, ClientError> {
     let header = RequestHeader::default()
         .with_request_api_key(R::KEY)
         .with_request_api_version(version)
@@ -53,10 +67,15 @@ where
         .encode(&mut body, R::header_version(version))
         .and_then(|_| request.encode(&mut body, version))
         .map_err(|e| ClientError::Encode(e.to_string()))?;
-    stream.write_all(Frame::from_body(&body).wire()).await?;
-    let response = frame::read_frame(stream, max_frame_size)
-        .await?
-        .ok_or(ClientError::Closed)?;
+    Ok(Frame::from_body(&body))
+}
+
+/// The response to a request of type `R`, checked against its correlation id.
+pub fn decode_response<R: Request>(
+    response: &Frame,
+    correlation_id: i32,
+    version: i16,
+) -> Result<R::Response, ClientError> {
     let mut buf = response.body();
     let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
         .map_err(|e| ClientError::Decode(e.to_string()))?;

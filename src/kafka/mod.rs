@@ -6,6 +6,7 @@ pub mod client;
 pub mod frame;
 pub mod partitioner;
 pub mod producer;
+pub mod reauth;
 pub mod sasl;
 pub mod scram;
 pub mod server;

@@ -112,6 +112,13 @@ impl ProduceError {
     }
 }
 
+/// A cached broker connection; one whose SASL session is about to end
+/// (KIP-368) is replaced by a fresh login instead of re-authenticated.
+struct Connection {
+    stream: BrokerStream,
+    replace_at: Option<Instant>,
+}
+
 #[derive(Debug, Clone)]
 struct TopicLayout {
     /// Leader node id by partition index (-1 while there is none).
@@ -128,7 +135,7 @@ pub struct Producer {
     max_frame_size: usize,
     topics: Mutex<HashMap<String, TopicLayout>>,
     brokers: Mutex<HashMap<i32, String>>,
-    connections: Mutex<HashMap<i32, Arc<Mutex<Option<BrokerStream>>>>>,
+    connections: Mutex<HashMap<i32, Arc<Mutex<Option<Connection>>>>>,
     correlation: AtomicI32,
     round_robin: AtomicU32,
 }
@@ -330,15 +337,24 @@ impl Producer {
                 .or_insert_with(|| Arc::new(Mutex::new(None))),
         );
         let mut connection = slot.lock().await;
-        if connection.is_none() {
-            let stream = self
+        let expired = connection
+            .as_ref()
+            .and_then(|c| c.replace_at)
+            .is_some_and(|at| at <= Instant::now());
+        if connection.is_none() || expired {
+            let connected = self
                 .upstream
-                .dial(&address, self.connect_timeout)
+                .dial_session(&address, self.connect_timeout)
                 .await
                 .map_err(dial_failed)?;
-            *connection = Some(stream);
+            *connection = Some(Connection {
+                stream: connected.stream,
+                replace_at: connected
+                    .session_lifetime
+                    .map(|l| Instant::now() + super::reauth::due_after(l)),
+            });
         }
-        let stream = connection.as_mut().expect("connected above");
+        let stream = &mut connection.as_mut().expect("connected above").stream;
         let correlation = self.next_correlation();
         let answer = tokio::time::timeout(
             self.request_timeout + Duration::from_secs(5),

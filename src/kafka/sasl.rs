@@ -11,7 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -88,28 +88,50 @@ fn error_name(code: i16) -> String {
         .unwrap_or_else(|| format!("error {code}"))
 }
 
-/// Authenticates `stream` and returns the session lifetime the broker set,
-/// if any. `correlation` supplies ids for the proxy's own requests.
-pub async fn authenticate<S>(
-    stream: &mut S,
+/// How SASL requests reach the broker: straight on a fresh connection, or
+/// between a relayed client's requests when re-authenticating.
+pub(crate) trait SaslExchange {
+    async fn call<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response, ClientError>;
+}
+
+/// SASL on a connection nobody else uses yet.
+pub(crate) struct DirectExchange<'a, S> {
+    pub stream: &'a mut S,
+    pub next_id: i32,
+    pub max_frame_size: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SaslExchange for DirectExchange<'_, S> {
+    async fn call<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response, ClientError> {
+        self.next_id = self.next_id.wrapping_add(1);
+        client::round_trip(
+            self.stream,
+            self.next_id,
+            version,
+            request,
+            self.max_frame_size,
+        )
+        .await
+    }
+}
+
+/// Authenticates and returns the session lifetime the broker set, if any.
+pub(crate) async fn authenticate<E: SaslExchange>(
+    exchange: &mut E,
     credentials: &SaslCredentials,
-    mut correlation: impl FnMut() -> i32,
-    max_frame_size: usize,
-) -> Result<Option<Duration>, SaslError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<Option<Duration>, SaslError> {
     let mechanism = credentials.mechanism.name();
     let handshake =
         SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
-    let answer = client::round_trip(
-        stream,
-        correlation(),
-        HANDSHAKE_VERSION,
-        &handshake,
-        max_frame_size,
-    )
-    .await?;
+    let answer = exchange.call(HANDSHAKE_VERSION, &handshake).await?;
     match answer.error_code {
         0 => {}
         33 => {
@@ -123,7 +145,7 @@ where
     let last = match credentials.mechanism {
         Mechanism::Plain => {
             let token = format!("\0{}\0{}", credentials.username, credentials.password);
-            step(stream, correlation(), token.into_bytes(), max_frame_size).await?
+            step(exchange, token.into_bytes()).await?
         }
         Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
             let hash = if credentials.mechanism == Mechanism::ScramSha256 {
@@ -137,22 +159,10 @@ where
                 &credentials.password,
                 ScramClient::random_nonce(),
             );
-            let first = step(
-                stream,
-                correlation(),
-                scram.client_first().into_bytes(),
-                max_frame_size,
-            )
-            .await?;
+            let first = step(exchange, scram.client_first().into_bytes()).await?;
             let server_first = String::from_utf8_lossy(&first.auth_bytes).into_owned();
             let (client_final, signature) = scram.client_final(&server_first)?;
-            let last = step(
-                stream,
-                correlation(),
-                client_final.into_bytes(),
-                max_frame_size,
-            )
-            .await?;
+            let last = step(exchange, client_final.into_bytes()).await?;
             ScramClient::verify_server_final(
                 &String::from_utf8_lossy(&last.auth_bytes),
                 &signature,
@@ -165,24 +175,12 @@ where
 }
 
 /// One SaslAuthenticate round; an error code is an authentication failure.
-async fn step<S>(
-    stream: &mut S,
-    correlation_id: i32,
+async fn step<E: SaslExchange>(
+    exchange: &mut E,
     bytes: Vec<u8>,
-    max_frame_size: usize,
-) -> Result<SaslAuthenticateResponse, SaslError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<SaslAuthenticateResponse, SaslError> {
     let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
-    let answer = client::round_trip(
-        stream,
-        correlation_id,
-        AUTHENTICATE_VERSION,
-        &request,
-        max_frame_size,
-    )
-    .await?;
+    let answer = exchange.call(AUTHENTICATE_VERSION, &request).await?;
     if answer.error_code != 0 {
         let message = answer
             .error_message

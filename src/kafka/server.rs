@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use super::addresses::{AddressError, BrokerAddressMap, UpstreamBroker};
 use super::session::{self, Target};
-use super::upstream::{BrokerStream, UpstreamError, UpstreamSecurity};
+use super::upstream::{BrokerStream, Connected, UpstreamError, UpstreamSecurity};
 use super::{client, frame};
 use crate::capture::Capture;
 use crate::config::Settings;
@@ -210,12 +210,12 @@ impl Proxy {
     }
 
     /// Connects to the upstream broker a listener serves.
-    pub async fn dial(self: &Arc<Self>, target: Target) -> Result<BrokerStream, UpstreamError> {
+    pub async fn dial(self: &Arc<Self>, target: Target) -> Result<Connected, UpstreamError> {
         let timeout = self.settings.upstream_connect_timeout();
         match target {
             Target::Bootstrap => Ok(self
                 .upstream
-                .dial_bootstrap(&self.settings.bootstrap(), timeout)
+                .dial_bootstrap_session(&self.settings.bootstrap(), timeout)
                 .await?
                 .0),
             Target::Node(node_id) => {
@@ -230,7 +230,7 @@ impl Proxy {
                             .ok_or(UpstreamError::UnknownNode(node_id))?
                     }
                 };
-                self.upstream.dial(&broker.address(), timeout).await
+                self.upstream.dial_session(&broker.address(), timeout).await
             }
         }
     }

@@ -23,6 +23,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -30,8 +32,10 @@ use tokio::sync::mpsc;
 
 use super::addresses::{carries_addresses, rewrite_response};
 use super::frame::{self, Frame, FrameError};
+use super::reauth::{self, InFlight, InternalReply, RelayExchange};
+use super::sasl;
 use super::server::Proxy;
-use super::upstream::{BrokerStream, UpstreamError};
+use super::upstream::{BrokerStream, Connected, UpstreamError};
 use super::versions;
 use crate::capture::Direction;
 use crate::lfs::response::LfsOwed;
@@ -62,6 +66,15 @@ enum Owed {
         api_key: i16,
         api_version: i16,
     },
+    /// The answer to the proxy's own request (a re-authentication step),
+    /// handed back to it, never to the client.
+    Internal(InternalReply),
+}
+
+impl std::fmt::Debug for InternalReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InternalReply({})", self.correlation_id)
+    }
 }
 
 impl Owed {
@@ -113,6 +126,8 @@ pub enum SessionError {
     Rewrite(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("re-authentication with the broker failed: {0}")]
+    Reauthentication(String),
 }
 
 /// Per-connection context for logs and captures.
@@ -141,7 +156,7 @@ pub async fn run(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target:
     };
     let _ = client.set_nodelay(true);
     let upstream = match proxy.dial(target).await {
-        Ok(stream) => stream,
+        Ok(connected) => connected,
         Err(error) if error.is_auth() => {
             m::upstream_error("auth");
             tracing::error!(connection = conn.id, %peer, ?target, %error, "closing client: the proxy cannot log in to the broker");
@@ -167,6 +182,7 @@ pub async fn run(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target:
                 | SessionError::Rewrite(_) => m::upstream_error("protocol"),
                 SessionError::UpstreamWrite(_) => m::upstream_error("write"),
                 SessionError::Upstream(_) => m::upstream_error("connect"),
+                SessionError::Reauthentication(_) => m::upstream_error("auth"),
                 SessionError::ClientWrite(_) => {}
             }
             tracing::warn!(
@@ -212,10 +228,12 @@ async fn relay(
     proxy: &Arc<Proxy>,
     conn: &Conn,
     client: TcpStream,
-    upstream: BrokerStream,
+    upstream: Connected,
 ) -> Result<(), SessionError> {
     let (client_read, client_write) = client.into_split();
-    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    let session_lifetime = upstream.session_lifetime;
+    let (upstream_read, upstream_write) = tokio::io::split(upstream.stream);
+    let in_flight = InFlight::default();
     let (owed_tx, mut owed_rx) = mpsc::channel(proxy.settings.max_in_flight);
 
     // Dropping a write half sends FIN, and a broker closes the whole
@@ -229,7 +247,11 @@ async fn relay(
         BufReader::new(client_read),
         &mut upstream_write,
         owed_tx,
-        &unanswered,
+        Pending {
+            unanswered: &unanswered,
+            in_flight: &in_flight,
+        },
+        session_lifetime,
     );
     let responses = forward_responses(
         proxy,
@@ -237,7 +259,10 @@ async fn relay(
         BufReader::new(upstream_read),
         client_write,
         &mut owed_rx,
-        &unanswered,
+        Pending {
+            unanswered: &unanswered,
+            in_flight: &in_flight,
+        },
     );
     let result = {
         tokio::pin!(requests, responses);
@@ -269,10 +294,30 @@ async fn forward_requests(
     mut client: BufReader<tokio::net::tcp::OwnedReadHalf>,
     upstream: &mut WriteHalf<BrokerStream>,
     owed: mpsc::Sender<Owed>,
-    unanswered: &UnansweredProduces,
+    pending: Pending<'_>,
+    session_lifetime: Option<Duration>,
 ) -> Result<(), SessionError> {
+    let Pending {
+        unanswered,
+        in_flight,
+    } = pending;
     let mut shutdown = proxy.shutdown_signal();
+    let mut reauth_at = session_lifetime.map(|l| Instant::now() + reauth::due_after(l));
     loop {
+        // Between requests only: a login must never cut a frame in half.
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep_until(reauth_at.unwrap_or_else(Instant::now)), if reauth_at.is_some() => {
+                reauth_at = reauthenticate(proxy, conn, upstream, &owed, in_flight).await?;
+                continue;
+            }
+            ready = client.fill_buf() => {
+                if ready.is_err() {
+                    return Ok(());
+                }
+            }
+        }
         let frame = tokio::select! {
             biased;
             _ = shutdown.wait() => return Ok(()),
@@ -321,6 +366,7 @@ async fn forward_requests(
                 // Encoded in v0 whatever was asked, as a broker does.
                 api_version: 0,
             };
+            in_flight.add();
             if owed.send(entry).await.is_err() {
                 return Ok(());
             }
@@ -360,6 +406,7 @@ async fn forward_requests(
                 },
             };
             // Queue before writing, so the response can never arrive first.
+            in_flight.add();
             if let Err(mpsc::error::SendError(entry)) = owed.send(entry).await {
                 entry.abandon(proxy);
                 return Ok(());
@@ -384,8 +431,12 @@ async fn forward_responses(
     mut upstream: BufReader<ReadHalf<BrokerStream>>,
     mut client: tokio::net::tcp::OwnedWriteHalf,
     owed: &mut mpsc::Receiver<Owed>,
-    unanswered: &UnansweredProduces,
+    pending: Pending<'_>,
 ) -> Result<(), SessionError> {
+    let Pending {
+        unanswered,
+        in_flight,
+    } = pending;
     loop {
         let entry = match owed.try_recv() {
             Ok(entry) => entry,
@@ -418,6 +469,15 @@ async fn forward_responses(
             }
         };
         let (frame, api_key, api_version) = match entry {
+            Owed::Internal(InternalReply {
+                correlation_id,
+                reply,
+            }) => {
+                let frame =
+                    read_response(proxy, conn, &mut upstream, correlation_id, unanswered).await?;
+                let _ = reply.send(frame);
+                continue;
+            }
             Owed::Local {
                 frame,
                 api_key,
@@ -478,6 +538,46 @@ async fn forward_responses(
             .write_all(frame.wire())
             .await
             .map_err(SessionError::ClientWrite)?;
+        in_flight.done();
+    }
+}
+
+/// What the two directions of a session share about outstanding requests.
+#[derive(Clone, Copy)]
+struct Pending<'a> {
+    unanswered: &'a UnansweredProduces,
+    in_flight: &'a InFlight,
+}
+
+/// Logs in again on the relayed connection once every owed response has
+/// been delivered; returns when the next login is due.
+async fn reauthenticate(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    upstream: &mut WriteHalf<BrokerStream>,
+    owed: &mpsc::Sender<Owed>,
+    in_flight: &InFlight,
+) -> Result<Option<Instant>, SessionError> {
+    let Some(credentials) = proxy.upstream.sasl.clone() else {
+        return Ok(None);
+    };
+    in_flight.idle().await;
+    let mut exchange = RelayExchange {
+        upstream,
+        owed,
+        wrap: Owed::Internal,
+        next_id: 0,
+    };
+    match sasl::authenticate(&mut exchange, &credentials).await {
+        Ok(lifetime) => {
+            metrics::counter!(m::UPSTREAM_REAUTH_TOTAL, "outcome" => "ok").increment(1);
+            tracing::debug!(connection = conn.id, ?lifetime, "re-authenticated upstream");
+            Ok(lifetime.map(|l| Instant::now() + reauth::due_after(l)))
+        }
+        Err(error) => {
+            metrics::counter!(m::UPSTREAM_REAUTH_TOTAL, "outcome" => "failed").increment(1);
+            Err(SessionError::Reauthentication(error.to_string()))
+        }
     }
 }
 

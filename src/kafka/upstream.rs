@@ -6,7 +6,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -89,6 +88,14 @@ impl AsyncWrite for BrokerStream {
     }
 }
 
+/// A fresh upstream connection, logged in when SASL is configured.
+pub struct Connected {
+    pub stream: BrokerStream,
+    /// When the broker limits the SASL session (KIP-368), the connection
+    /// must log in again within this time or be closed by the broker.
+    pub session_lifetime: Option<Duration>,
+}
+
 /// TLS towards brokers.
 #[derive(Clone)]
 pub struct UpstreamTls {
@@ -131,6 +138,15 @@ impl UpstreamSecurity {
         address: &str,
         timeout: Duration,
     ) -> Result<BrokerStream, UpstreamError> {
+        Ok(self.dial_session(address, timeout).await?.stream)
+    }
+
+    /// `dial`, also returning the SASL session lifetime the broker set.
+    pub async fn dial_session(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Connected, UpstreamError> {
         tokio::time::timeout(timeout, self.connect(address))
             .await
             .map_err(|_| UpstreamError::Timeout {
@@ -139,7 +155,7 @@ impl UpstreamSecurity {
             })?
     }
 
-    async fn connect(&self, address: &str) -> Result<BrokerStream, UpstreamError> {
+    async fn connect(&self, address: &str) -> Result<Connected, UpstreamError> {
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|source| UpstreamError::Connect {
@@ -165,24 +181,27 @@ impl UpstreamSecurity {
                 BrokerStream::Tls(Box::new(stream))
             }
         };
+        let mut session_lifetime = None;
         if let Some(credentials) = &self.sasl {
-            let ids = AtomicI32::new(0);
-            let lifetime = sasl::authenticate(
-                &mut stream,
-                credentials,
-                || ids.fetch_add(1, Ordering::Relaxed),
-                self.max_frame_size,
-            )
-            .await
-            .map_err(|source| UpstreamError::Sasl {
-                address: address.to_owned(),
-                source,
-            })?;
-            if let Some(lifetime) = lifetime {
+            let mut exchange = sasl::DirectExchange {
+                stream: &mut stream,
+                next_id: 0,
+                max_frame_size: self.max_frame_size,
+            };
+            session_lifetime = sasl::authenticate(&mut exchange, credentials)
+                .await
+                .map_err(|source| UpstreamError::Sasl {
+                    address: address.to_owned(),
+                    source,
+                })?;
+            if let Some(lifetime) = session_lifetime {
                 tracing::debug!(address, ?lifetime, "broker set a SASL session lifetime");
             }
         }
-        Ok(stream)
+        Ok(Connected {
+            stream,
+            session_lifetime,
+        })
     }
 
     /// Connects to the first reachable bootstrap server, in order. A login
@@ -193,10 +212,20 @@ impl UpstreamSecurity {
         servers: &[String],
         timeout: Duration,
     ) -> Result<(BrokerStream, String), UpstreamError> {
+        let (connected, server) = self.dial_bootstrap_session(servers, timeout).await?;
+        Ok((connected.stream, server))
+    }
+
+    /// `dial_bootstrap`, also returning the SASL session lifetime.
+    pub async fn dial_bootstrap_session(
+        &self,
+        servers: &[String],
+        timeout: Duration,
+    ) -> Result<(Connected, String), UpstreamError> {
         let mut failures = Vec::new();
         for server in servers {
-            match self.dial(server, timeout).await {
-                Ok(stream) => return Ok((stream, server.clone())),
+            match self.dial_session(server, timeout).await {
+                Ok(connected) => return Ok((connected, server.clone())),
                 Err(e) if e.is_auth() => return Err(e),
                 Err(e) => failures.push(e.to_string()),
             }

@@ -5,8 +5,14 @@ for SCRAM-SHA-256/512, plain comparison for PLAIN). After a successful login
 it splices bytes to the broker unchanged. No broker available here verifies
 SCRAM or speaks TLS, so this stands in for a production listener.
 
-Every event is a line on stdout: `AUTH_OK <mech> <user>`, `AUTH_FAIL <why>`,
-`UNAUTHENTICATED_REQUEST api=<key>`, `TLS_FAIL <why>`, `CONNECTED`.
+With `--lifetime-ms`, the login answer carries a session lifetime
+(KIP-368); a request arriving after it ends closes the connection, as a
+broker does, and a SaslHandshake on a logged-in connection starts a new
+login, answered by the gate itself.
+
+Every event is a line on stdout: `AUTH_OK <mech> <user>`, `REAUTH_OK <mech>
+<user>`, `AUTH_FAIL <why>`, `UNAUTHENTICATED_REQUEST api=<key>`,
+`EXPIRED_CLOSE`, `CONNECTED`.
 
 Usage: broker_gate.py --listen HOST:PORT --upstream HOST:PORT
        [--mechanism M --user U --password P] [--lifetime-ms N]
@@ -18,6 +24,7 @@ import asyncio
 import ssl
 import struct
 import sys
+import time
 
 import scramp
 
@@ -62,9 +69,14 @@ class Gate:
             writer.close()
             return
         try:
-            if self.args.mechanism and not await self.login(reader, writer, up_reader, up_writer):
+            if not self.args.mechanism:
+                await asyncio.gather(self.pipe(reader, up_writer), self.pipe(up_reader, writer))
                 return
-            await asyncio.gather(self.pipe(reader, up_writer), self.pipe(up_reader, writer))
+            state = {"expires": None}  # this connection's session end
+            if not await self.login(reader, writer, up_reader, up_writer, state):
+                return
+            await asyncio.gather(self.requests(reader, writer, up_reader, up_writer, state),
+                                 self.pipe(up_reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
@@ -85,10 +97,30 @@ class Gate:
             except Exception:
                 pass
 
-    async def login(self, reader, writer, up_reader, up_writer) -> bool:
+    async def requests(self, reader, writer, up_reader, up_writer, state):
+        """After login: forward requests, enforce the session lifetime, and
+        answer a new login on the same connection."""
+        try:
+            while True:
+                body = await read_frame(reader)
+                api_key = struct.unpack(">h", body[:2])[0]
+                if api_key == SASL_HANDSHAKE:
+                    if not await self.login(reader, writer, up_reader, up_writer, state, first=body, again=True):
+                        return
+                    continue
+                if state["expires"] and time.monotonic() > state["expires"]:
+                    log("EXPIRED_CLOSE")
+                    return
+                up_writer.write(frame(body))
+                await up_writer.drain()
+        finally:
+            writer.close()
+            up_writer.close()
+
+    async def login(self, reader, writer, up_reader, up_writer, state, first=None, again=False) -> bool:
         server = None
         while True:
-            body = await read_frame(reader)
+            body, first = (first, None) if first is not None else (await read_frame(reader), None)
             api_key, version, cid, offset = parse_header(body)
             if api_key == API_VERSIONS:
                 up_writer.write(frame(body))
@@ -128,7 +160,8 @@ class Gate:
                     log("AUTH_FAIL", error)
                     return False
                 if done:
-                    log("AUTH_OK", self.args.mechanism, self.args.user)
+                    log("REAUTH_OK" if again else "AUTH_OK", self.args.mechanism, self.args.user)
+                    state["expires"] = time.monotonic() + lifetime / 1000 if lifetime else None
                     return True
             else:
                 log(f"UNAUTHENTICATED_REQUEST api={api_key}")

@@ -219,3 +219,53 @@ def test_sasl_settings_are_validated_and_the_password_hidden():
         os.environ, KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS="b:1", KAFSCALE_LFS_PROXY_BACKEND_SASL_MECHANISM="PLAIN",
         KAFSCALE_LFS_PROXY_BACKEND_SASL_USERNAME="u"))
     assert done.returncode == 2 and "KAFSCALE_LFS_PROXY_BACKEND_SASL_PASSWORD" in done.stderr
+
+
+def test_reauthentication_before_the_session_ends_keeps_clients_connected(workdir):
+    """The gate grants 2 s sessions and closes a connection that sends a
+    request after its session ended; clients keep producing through the proxy
+    for 8 s (4 lifetimes) on the same connections, without a disconnect."""
+    import logging
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    gate = GatedBroker(workdir, "--mechanism", "SCRAM-SHA-256", "--user", "lfs-proxy", "--password", "s3cret-pw",
+                       "--lifetime-ms", "2000")
+    proxy = Proxy(gate.address, workdir, capture=False,
+                  env={**sasl_env("SCRAM-SHA-256"), "KAFSCALE_LFS_PROXY_HEALTH_INTERVAL_MS": "60000"})
+    try:
+        proxy.wait_ready()
+        topic = "reauth-" + uuid.uuid4().hex[:8]
+        admin = AdminClient({"bootstrap.servers": proxy.bootstrap})
+        for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            f.result(15)
+
+        class Collect(logging.Handler):
+            lines: list = []
+
+            def emit(self, record):
+                self.lines.append(record.getMessage())
+
+        logger = logging.getLogger("librdkafka-reauth")
+        logger.addHandler(Collect())
+        p = Producer({"bootstrap.servers": proxy.bootstrap, "logger": logger, "linger.ms": 0})
+        delivered = []
+        deadline = time.time() + 8
+        i = 0
+        while time.time() < deadline:
+            p.produce(topic, value=b"m%d" % i, on_delivery=lambda e, m: delivered.append(e))
+            p.poll(0.25)
+            i += 1
+        assert p.flush(30) == 0
+        assert delivered == [None] * i, "every record delivered"
+        events = gate.events()
+        assert sum(e.startswith("REAUTH_OK") for e in events) >= 3, events
+        assert "EXPIRED_CLOSE" not in events, "no connection outlived its session"
+        assert not [line for line in Collect.lines if "Disconnected" in line or "disconnect" in line], Collect.lines
+        assert len(consume(proxy.bootstrap, topic, i)) == i
+        metrics = requests.get(f"http://127.0.0.1:{proxy.http_port}/metrics", timeout=5).text
+        assert 'kafka_lfs_proxy_upstream_reauthentications_total{outcome="ok"}' in metrics
+    finally:
+        proxy.stop()
+        gate.stop()
