@@ -30,6 +30,26 @@ pub enum Command {
     /// Decode frames written with --capture-dir and report every broker
     /// address a client was shown (exit 1 if a forbidden one appears).
     InspectCapture(InspectCaptureArgs),
+    /// Add or replace a user in a client credentials file (salted SCRAM
+    /// keys for SCRAM-SHA-256 and SCRAM-SHA-512; no password is stored).
+    /// The password is read from standard input.
+    Credentials(CredentialsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// The credentials file (created when missing, written with mode 0600).
+    #[arg(long)]
+    pub file: PathBuf,
+    /// User name.
+    #[arg(long)]
+    pub user: String,
+    /// PBKDF2 iterations (4096 to 1000000).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(4096..=1_000_000))]
+    pub iterations: u32,
+    /// Remove the user instead.
+    #[arg(long)]
+    pub remove: bool,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +87,42 @@ pub struct Settings {
         required = true
     )]
     pub bootstrap_servers: Vec<String>,
+
+    /// Serve the Kafka listeners (bootstrap and broker ports) over TLS.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_TLS_ENABLED", default_value_t = false)]
+    pub tls_enabled: bool,
+
+    /// PEM certificate chain for the Kafka listeners.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key for the Kafka listeners.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA bundle that Kafka clients' certificates are verified against (mTLS).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// Refuse Kafka clients without a certificate signed by the client CA
+    /// [default: true when a client CA is set]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_TLS_REQUIRE_CLIENT_CERT")]
+    pub tls_require_client_cert: Option<bool>,
+
+    /// What happens to a client's SASL login: `passthrough` relays it to the
+    /// broker; `terminate` verifies it against CLIENT_SASL_CREDENTIALS_FILE
+    /// and refuses every other request until it succeeds.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_CLIENT_SASL_MODE",
+        default_value = "passthrough"
+    )]
+    pub client_sasl_mode: String,
+
+    /// JSON file of users and their salted SCRAM keys (made with
+    /// `kafka-lfs-proxy credentials add`); read at start-up.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_CLIENT_SASL_CREDENTIALS_FILE")]
+    pub client_sasl_credentials_file: Option<PathBuf>,
 
     /// Connect to the brokers over TLS.
     #[arg(
@@ -480,6 +536,37 @@ impl Settings {
                 reason: "a client certificate needs both _BACKEND_TLS_CERT_FILE and _BACKEND_TLS_KEY_FILE".into(),
             });
         }
+        if self.tls_enabled {
+            for (name, file) in [
+                ("KAFSCALE_LFS_PROXY_TLS_CERT_FILE", &self.tls_cert_file),
+                ("KAFSCALE_LFS_PROXY_TLS_KEY_FILE", &self.tls_key_file),
+            ] {
+                if file.is_none() {
+                    return Err(SettingError {
+                        name,
+                        reason: "required when KAFSCALE_LFS_PROXY_TLS_ENABLED=true".into(),
+                    });
+                }
+            }
+        }
+        match self.client_sasl_mode.trim() {
+            "passthrough" => {}
+            "terminate" => {
+                if self.client_sasl_credentials_file.is_none() {
+                    return Err(SettingError {
+                        name: "KAFSCALE_LFS_PROXY_CLIENT_SASL_CREDENTIALS_FILE",
+                        reason: "required with KAFSCALE_LFS_PROXY_CLIENT_SASL_MODE=terminate"
+                            .into(),
+                    });
+                }
+            }
+            other => {
+                return Err(SettingError {
+                    name: "KAFSCALE_LFS_PROXY_CLIENT_SASL_MODE",
+                    reason: format!("`{other}` is not passthrough or terminate"),
+                })
+            }
+        }
         if self.presign_enabled && self.s3_bucket.is_none() {
             return Err(SettingError {
                 name: "KAFSCALE_LFS_PROXY_PRESIGN_ENABLED",
@@ -626,6 +713,33 @@ impl Settings {
             sasl,
             max_frame_size: self.max_frame_size,
         })
+    }
+
+    /// Whether the proxy verifies clients' SASL logins itself.
+    pub fn client_sasl_terminates(&self) -> bool {
+        self.client_sasl_mode.trim() == "terminate"
+    }
+
+    /// The Kafka listeners' TLS acceptor, when TLS is enabled.
+    pub fn client_tls(
+        &self,
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, crate::tls::TlsSetupError> {
+        let (true, Some(cert), Some(key)) =
+            (self.tls_enabled, &self.tls_cert_file, &self.tls_key_file)
+        else {
+            return Ok(None);
+        };
+        let names = crate::tls::SettingNames {
+            cert: "KAFSCALE_LFS_PROXY_TLS_CERT_FILE",
+            key: "KAFSCALE_LFS_PROXY_TLS_KEY_FILE",
+            ca: "KAFSCALE_LFS_PROXY_TLS_CLIENT_CA_FILE",
+        };
+        let ca = self.tls_client_ca_file.as_deref();
+        let require = self.tls_require_client_cert.unwrap_or(ca.is_some());
+        let config = crate::tls::server_config(&names, cert, key, ca, require)?;
+        Ok(Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+            config,
+        ))))
     }
 
     /// The HTTP API keys; empty entries (an empty variable) are ignored.

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::InspectCapture(args)) => inspect_capture(&args.dir, &args.forbid),
+        Some(Command::Credentials(args)) => credentials(&args),
         None => {
             if let Err(error) = cli.settings.validate() {
                 eprintln!("kafka-lfs-proxy: {error}");
@@ -44,6 +45,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = metrics::install();
     let lfs = settings.lfs()?;
     let upstream = std::sync::Arc::new(settings.upstream_security()?);
+    let clients = kafka_lfs_proxy::kafka::server::ClientSecurity {
+        tls: settings.client_tls()?,
+        credentials: match (
+            &settings.client_sasl_credentials_file,
+            settings.client_sasl_terminates(),
+        ) {
+            (Some(path), true) => Some(std::sync::Arc::new(
+                kafka_lfs_proxy::kafka::credentials::Credentials::load(path)
+                    .context("KAFSCALE_LFS_PROXY_CLIENT_SASL_CREDENTIALS_FILE")?,
+            )),
+            _ => None,
+        },
+    };
     let tls = if settings.http_tls_enabled {
         let (Some(cert), Some(key)) = (&settings.http_tls_cert_file, &settings.http_tls_key_file)
         else {
@@ -70,7 +84,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         namespace = %lfs.namespace,
         "LFS offload enabled"
     );
-    let proxy = Proxy::new(settings.clone(), Some(lfs), upstream)
+    let proxy = Proxy::new(settings.clone(), Some(lfs), upstream, clients)
         .context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
 
     let kafka_addr = proxy
@@ -93,6 +107,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         broker_port_base = settings.broker_port_base(),
         upstream = ?settings.bootstrap(),
         upstream_tls = settings.backend_tls_enabled,
+        client_tls = settings.tls_enabled,
+        client_sasl = %settings.client_sasl_mode,
         upstream_sasl = settings.backend_sasl_mechanism.as_deref().unwrap_or("none"),
         "kafka-lfs-proxy listening"
     );
@@ -159,5 +175,53 @@ fn inspect_capture(dir: &std::path::Path, forbid: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `credentials`: adds (or removes) a user in a client credentials file.
+fn credentials(args: &kafka_lfs_proxy::config::CredentialsArgs) -> ExitCode {
+    use kafka_lfs_proxy::kafka::credentials::CredentialsFile;
+    use kafka_lfs_proxy::kafka::scram::ScramHash;
+    let mut file = match CredentialsFile::read_or_new(&args.file) {
+        Ok(f) => f,
+        Err(error) => {
+            eprintln!("kafka-lfs-proxy: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.remove {
+        file.users.remove(&args.user);
+    } else {
+        let mut password = String::new();
+        if std::io::stdin().read_line(&mut password).is_err() {
+            eprintln!("kafka-lfs-proxy: cannot read the password from standard input");
+            return ExitCode::from(2);
+        }
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            eprintln!("kafka-lfs-proxy: the password (standard input) is empty");
+            return ExitCode::from(2);
+        }
+        for hash in [ScramHash::Sha256, ScramHash::Sha512] {
+            if let Err(error) = file.set(&args.user, hash, password, args.iterations) {
+                eprintln!("kafka-lfs-proxy: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match file.write(&args.file) {
+        Ok(()) => {
+            println!(
+                "{} {} in {}",
+                if args.remove { "removed" } else { "wrote" },
+                args.user,
+                args.file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("kafka-lfs-proxy: {error}");
+            ExitCode::FAILURE
+        }
     }
 }

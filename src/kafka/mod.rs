@@ -3,11 +3,14 @@
 
 pub mod addresses;
 pub mod client;
+pub mod client_sasl;
+pub mod credentials;
 pub mod frame;
 pub mod partitioner;
 pub mod producer;
 pub mod reauth;
 pub mod sasl;
+pub mod sasl_server;
 pub mod scram;
 pub mod server;
 pub mod session;

@@ -67,6 +67,58 @@ pub enum ScramError {
     ServerSignature,
 }
 
+/// What a server keeps for a user instead of the password (RFC 5802):
+/// `StoredKey = H(HMAC(SaltedPassword, "Client Key"))`,
+/// `ServerKey = HMAC(SaltedPassword, "Server Key")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+impl ScramHash {
+    /// Derives the keys a server stores for `password`.
+    pub fn keys(
+        self,
+        password: &str,
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<ScramKeys, ScramError> {
+        let salted = self.salted_password(password.as_bytes(), salt, iterations)?;
+        let client_key = hmac(self.hmac(), &salted, b"Client Key");
+        Ok(ScramKeys {
+            salt: salt.to_vec(),
+            iterations,
+            stored_key: digest::digest(self.digest(), &client_key).as_ref().to_vec(),
+            server_key: hmac(self.hmac(), &salted, b"Server Key"),
+        })
+    }
+
+    fn salted_password(
+        self,
+        password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<Vec<u8>, ScramError> {
+        let iterations = std::num::NonZeroU32::new(iterations)
+            .filter(|i| i.get() <= MAX_ITERATIONS)
+            .ok_or(ScramError::Malformed("iteration count out of range"))?;
+        let mut salted = vec![0u8; self.len()];
+        pbkdf2::derive(self.pbkdf2(), iterations, salt, password, &mut salted);
+        Ok(salted)
+    }
+
+    pub fn hmac_sign(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+        hmac(self.hmac(), key, data)
+    }
+
+    pub fn hash(self, data: &[u8]) -> Vec<u8> {
+        digest::digest(self.digest(), data).as_ref().to_vec()
+    }
+}
+
 /// One SCRAM exchange, from the client's side.
 pub struct ScramClient {
     hash: ScramHash,
@@ -136,17 +188,9 @@ impl ScramClient {
             .ok_or(ScramError::Malformed("no iteration count"))?
             .parse()
             .map_err(|_| ScramError::Malformed("iteration count is not a number"))?;
-        let iterations = std::num::NonZeroU32::new(iterations)
-            .filter(|i| i.get() <= MAX_ITERATIONS)
-            .ok_or(ScramError::Malformed("iteration count out of range"))?;
-        let mut salted = vec![0u8; self.hash.len()];
-        pbkdf2::derive(
-            self.hash.pbkdf2(),
-            iterations,
-            &salt,
-            &self.password,
-            &mut salted,
-        );
+        let salted = self
+            .hash
+            .salted_password(&self.password, &salt, iterations)?;
         let client_key = hmac(self.hash.hmac(), &salted, b"Client Key");
         let stored_key = digest::digest(self.hash.digest(), &client_key);
         let without_proof = format!("c=biws,r={nonce}");

@@ -50,6 +50,8 @@ pub struct Proxy {
     pub budget: frame::ByteBudget,
     /// TLS and SASL for every upstream connection.
     pub upstream: Arc<UpstreamSecurity>,
+    /// TLS and SASL towards clients.
+    pub clients: ClientSecurity,
     broker_listeners: Mutex<HashSet<i32>>,
     /// Bound listeners go to one task that spawns their accept loops; a
     /// session binding a listener cannot spawn the loop that spawns sessions.
@@ -59,6 +61,16 @@ pub struct Proxy {
     active_sessions: AtomicUsize,
     sessions_idle: Notify,
     upstream_ready: AtomicBool,
+}
+
+/// How client connections are secured.
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    /// TLS on the Kafka listeners.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Users and keys when the proxy terminates client SASL; `None` relays
+    /// clients' SASL requests (pass-through).
+    pub credentials: Option<Arc<crate::kafka::credentials::Credentials>>,
 }
 
 /// Resolves when shutdown has begun.
@@ -78,6 +90,7 @@ impl Proxy {
         settings: Settings,
         lfs: Option<Lfs>,
         upstream: Arc<UpstreamSecurity>,
+        clients: ClientSecurity,
     ) -> std::io::Result<Arc<Self>> {
         let capture = settings
             .capture_dir
@@ -91,6 +104,7 @@ impl Proxy {
         let proxy = Arc::new(Proxy {
             budget,
             upstream,
+            clients,
             settings,
             addresses,
             capture,

@@ -31,15 +31,18 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::addresses::{carries_addresses, rewrite_response};
+use super::client_sasl::{self, SaslDecision};
 use super::frame::{self, Frame, FrameError};
 use super::reauth::{self, InFlight, InternalReply, RelayExchange};
 use super::sasl;
+use super::sasl_server::ClientLogin;
 use super::server::Proxy;
 use super::upstream::{BrokerStream, Connected, UpstreamError};
 use super::versions;
 use crate::capture::Direction;
 use crate::lfs::response::LfsOwed;
 use crate::metrics as m;
+use crate::tls::MaybeTlsStream;
 
 /// Which upstream broker a client connection is relayed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,8 @@ pub enum SessionError {
     Upstream(#[from] UpstreamError),
     #[error("re-authentication with the broker failed: {0}")]
     Reauthentication(String),
+    #[error("client refused: {0}")]
+    ClientAuth(String),
 }
 
 /// Per-connection context for logs and captures.
@@ -148,13 +153,31 @@ impl Conn {
 }
 
 /// Relays one accepted client connection until either side ends.
-pub async fn run(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target: Target) {
+pub async fn run(proxy: Arc<Proxy>, socket: TcpStream, peer: SocketAddr, target: Target) {
     let conn = Conn {
         id: proxy.next_connection_id(),
         peer,
         client_id: std::sync::Mutex::new(None),
     };
-    let _ = client.set_nodelay(true);
+    let _ = socket.set_nodelay(true);
+    let client = match &proxy.clients.tls {
+        None => MaybeTlsStream::Plain(socket),
+        Some(acceptor) => {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await {
+                Ok(Ok(tls)) => MaybeTlsStream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))),
+                Ok(Err(error)) => {
+                    m::frame_rejected("tls_handshake");
+                    tracing::info!(connection = conn.id, %peer, %error, "client TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    m::frame_rejected("tls_handshake");
+                    tracing::info!(connection = conn.id, %peer, "client TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
     let upstream = match proxy.dial(target).await {
         Ok(connected) => connected,
         Err(error) if error.is_auth() => {
@@ -183,6 +206,7 @@ pub async fn run(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target:
                 SessionError::UpstreamWrite(_) => m::upstream_error("write"),
                 SessionError::Upstream(_) => m::upstream_error("connect"),
                 SessionError::Reauthentication(_) => m::upstream_error("auth"),
+                SessionError::ClientAuth(_) => m::frame_rejected("unauthenticated"),
                 SessionError::ClientWrite(_) => {}
             }
             tracing::warn!(
@@ -200,7 +224,7 @@ pub async fn run(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target:
 /// Answers the client's first request, when it is ApiVersions (as every
 /// current client's is), with SASL_AUTHENTICATION_FAILED, then closes: the
 /// client reports an authentication failure instead of retrying blindly.
-async fn refuse_after_login_failure(proxy: &Arc<Proxy>, mut client: TcpStream) {
+async fn refuse_after_login_failure(proxy: &Arc<Proxy>, mut client: MaybeTlsStream) {
     const SASL_AUTHENTICATION_FAILED: i16 = 58;
     let first = tokio::time::timeout(
         Duration::from_secs(10),
@@ -227,10 +251,10 @@ async fn refuse_after_login_failure(proxy: &Arc<Proxy>, mut client: TcpStream) {
 async fn relay(
     proxy: &Arc<Proxy>,
     conn: &Conn,
-    client: TcpStream,
+    client: MaybeTlsStream,
     upstream: Connected,
 ) -> Result<(), SessionError> {
-    let (client_read, client_write) = client.into_split();
+    let (client_read, client_write) = tokio::io::split(client);
     let session_lifetime = upstream.session_lifetime;
     let (upstream_read, upstream_write) = tokio::io::split(upstream.stream);
     let in_flight = InFlight::default();
@@ -291,7 +315,7 @@ async fn relay(
 async fn forward_requests(
     proxy: &Arc<Proxy>,
     conn: &Conn,
-    mut client: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    mut client: BufReader<ReadHalf<MaybeTlsStream>>,
     upstream: &mut WriteHalf<BrokerStream>,
     owed: mpsc::Sender<Owed>,
     pending: Pending<'_>,
@@ -303,6 +327,7 @@ async fn forward_requests(
     } = pending;
     let mut shutdown = proxy.shutdown_signal();
     let mut reauth_at = session_lifetime.map(|l| Instant::now() + reauth::due_after(l));
+    let mut login = proxy.clients.credentials.clone().map(ClientLogin::new);
     loop {
         // Between requests only: a login must never cut a frame in half.
         tokio::select! {
@@ -348,6 +373,39 @@ async fn forward_requests(
             );
         }
 
+        match client_sasl::decide(
+            &header,
+            &body,
+            login.as_mut(),
+            proxy.upstream.sasl.is_some(),
+        ) {
+            SaslDecision::Forward => {}
+            SaslDecision::Answer(reply) => {
+                in_flight.add();
+                let entry = Owed::Local {
+                    frame: reply,
+                    api_key: header.api_key,
+                    api_version: header.api_version,
+                };
+                if owed.send(entry).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            SaslDecision::AnswerAndClose(reply) => {
+                // Delivered with whatever is still owed, then the session ends.
+                in_flight.add();
+                let _ = owed
+                    .send(Owed::Local {
+                        frame: reply,
+                        api_key: header.api_key,
+                        api_version: header.api_version,
+                    })
+                    .await;
+                return Ok(());
+            }
+            SaslDecision::Refuse(reason) => return Err(SessionError::ClientAuth(reason)),
+        }
         if header.api_key == ApiKey::ApiVersions as i16
             && header.api_version > versions::max_api_versions_version()
         {
@@ -429,7 +487,7 @@ async fn forward_responses(
     proxy: &Arc<Proxy>,
     conn: &Conn,
     mut upstream: BufReader<ReadHalf<BrokerStream>>,
-    mut client: tokio::net::tcp::OwnedWriteHalf,
+    mut client: WriteHalf<MaybeTlsStream>,
     owed: &mut mpsc::Receiver<Owed>,
     pending: Pending<'_>,
 ) -> Result<(), SessionError> {
@@ -745,9 +803,11 @@ async fn rewrite(
         );
     }
     if api == ApiKey::ApiVersions {
-        return versions::rewrite_api_versions_response(&frame.body(), api_version).map_err(|e| {
-            SessionError::Rewrite(format!("{e} (frame starts {})", hex_prefix(&frame)))
-        });
+        let offer_sasl = proxy.clients.credentials.is_some();
+        return versions::rewrite_api_versions_response(&frame.body(), api_version, offer_sasl)
+            .map_err(|e| {
+                SessionError::Rewrite(format!("{e} (frame starts {})", hex_prefix(&frame)))
+            });
     }
     if !carries_addresses(api, api_version) {
         return Ok(frame);

@@ -5,18 +5,15 @@
 //! cannot hold a client forever.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::sasl::{self, SaslCredentials, SaslError};
+use crate::tls::MaybeTlsStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -43,50 +40,7 @@ impl UpstreamError {
 }
 
 /// A connection to a broker, plain or TLS.
-pub enum BrokerStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for BrokerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for BrokerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BrokerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            BrokerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+pub type BrokerStream = MaybeTlsStream;
 
 /// A fresh upstream connection, logged in when SASL is configured.
 pub struct Connected {
@@ -164,7 +118,7 @@ impl UpstreamSecurity {
             })?;
         let _ = tcp.set_nodelay(true);
         let mut stream = match &self.tls {
-            None => BrokerStream::Plain(tcp),
+            None => MaybeTlsStream::Plain(tcp),
             Some(tls) => {
                 let host = tls.server_name.clone().unwrap_or_else(|| host_of(address));
                 let tls_error = |source| UpstreamError::Tls {
@@ -178,7 +132,7 @@ impl UpstreamSecurity {
                     ))
                 })?;
                 let stream = tls.connector.connect(name, tcp).await.map_err(tls_error)?;
-                BrokerStream::Tls(Box::new(stream))
+                MaybeTlsStream::Tls(Box::new(tokio_rustls::TlsStream::Client(stream)))
             }
         };
         let mut session_lifetime = None;

@@ -144,6 +144,7 @@ pub enum VersionsError {
 pub fn rewrite_api_versions_response(
     body: &Bytes,
     request_version: i16,
+    offer_sasl: bool,
 ) -> Result<Frame, VersionsError> {
     let error_code = body
         .get(4..6)
@@ -172,7 +173,31 @@ pub fn rewrite_api_versions_response(
         Err(source) => return Err(VersionsError::Decode { version, source }),
     };
     intersect(&mut response);
+    if offer_sasl {
+        offer_local_sasl(&mut response);
+    }
     encode_response(header.correlation_id, &response, version)
+}
+
+/// When the proxy answers SASL itself, it offers the versions it speaks,
+/// whatever the broker's listener has: SaslHandshake v1 (v0 is unframed
+/// SASL, refused) and SaslAuthenticate v0–v2.
+fn offer_local_sasl(response: &mut ApiVersionsResponse) {
+    for (key, min, max) in [
+        (ApiKey::SaslHandshake, 1, 1),
+        (ApiKey::SaslAuthenticate, 0, 2),
+    ] {
+        response
+            .api_keys
+            .retain(|entry| entry.api_key != key as i16);
+        response.api_keys.push(
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max),
+        );
+    }
+    response.api_keys.sort_by_key(|entry| entry.api_key);
 }
 
 /// The proxy's own UNSUPPORTED_VERSION answer to an ApiVersions request,
@@ -396,7 +421,7 @@ mod tests {
         assert_eq!(body.last(), Some(&0));
         body.truncate(body.len() - 1);
         body.extend_from_slice(&[1, 1, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-        let frame = rewrite_api_versions_response(&body.freeze(), 3).unwrap();
+        let frame = rewrite_api_versions_response(&body.freeze(), 3, false).unwrap();
         let out = frame.body();
         assert_eq!(
             out.last(),
@@ -432,7 +457,7 @@ mod tests {
             .with_error_code(UNSUPPORTED_VERSION)
             .encode(&mut body, 0)
             .unwrap();
-        let frame = rewrite_api_versions_response(&body.freeze(), 4).unwrap();
+        let frame = rewrite_api_versions_response(&body.freeze(), 4, false).unwrap();
         let mut buf = frame.body();
         ResponseHeader::decode(&mut buf, 0).unwrap();
         let r = ApiVersionsResponse::decode(&mut buf, 0).unwrap();
@@ -444,7 +469,7 @@ mod tests {
     fn undecodable_rejection_steps_the_client_down() {
         // librdkafka's mock broker rejecting ApiVersions v4 (captured).
         let body = Bytes::from_static(&[0, 0, 0, 1, 0, 0x23, 1, 0, 0x12, 0, 0, 0, 2, 0, 0, 0, 0]);
-        let frame = rewrite_api_versions_response(&body, 4).unwrap();
+        let frame = rewrite_api_versions_response(&body, 4, false).unwrap();
         let mut buf = frame.body();
         assert_eq!(
             ResponseHeader::decode(&mut buf, 0).unwrap().correlation_id,
