@@ -164,7 +164,7 @@ pub struct Settings {
         env = "KAFSCALE_LFS_PROXY_BACKEND_SASL_PASSWORD",
         hide_env_values = true
     )]
-    pub backend_sasl_password: Option<String>,
+    pub backend_sasl_password: Option<Secret>,
 
     /// HTTP address for /metrics, /livez, /readyz (and the LFS HTTP API).
     #[arg(
@@ -233,7 +233,7 @@ pub struct Settings {
 
     /// S3 secret key.
     #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_SECRET_KEY", hide_env_values = true)]
-    pub s3_secret_key: Option<String>,
+    pub s3_secret_key: Option<Secret>,
 
     /// S3 session token (STS).
     #[arg(
@@ -241,7 +241,7 @@ pub struct Settings {
         env = "KAFSCALE_LFS_PROXY_S3_SESSION_TOKEN",
         hide_env_values = true
     )]
-    pub s3_session_token: Option<String>,
+    pub s3_session_token: Option<Secret>,
 
     /// S3 endpoint written into presigned download URLs, for clients that
     /// reach S3 by another address than the proxy does.
@@ -302,7 +302,7 @@ pub struct Settings {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub http_api_key: Vec<String>,
+    pub http_api_key: Vec<Secret>,
 
     /// Origins allowed to call the HTTP API from a browser, comma-separated
     /// (`*` for any). Empty: no cross-origin access.
@@ -378,6 +378,30 @@ pub struct Settings {
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,kafka_lfs_proxy=debug`).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// A setting that must not be shown: `Debug` prints `<redacted>`, so a
+/// logged `Settings` never carries a password or key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A setting that cannot be used; the message names it.
@@ -512,17 +536,15 @@ impl Settings {
                     reason: format!("`{mechanism}` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
                 });
             }
+            let password = self.backend_sasl_password.as_ref().map(Secret::expose);
             for (name, value) in [
                 (
                     "KAFSCALE_LFS_PROXY_BACKEND_SASL_USERNAME",
-                    &self.backend_sasl_username,
+                    self.backend_sasl_username.as_deref(),
                 ),
-                (
-                    "KAFSCALE_LFS_PROXY_BACKEND_SASL_PASSWORD",
-                    &self.backend_sasl_password,
-                ),
+                ("KAFSCALE_LFS_PROXY_BACKEND_SASL_PASSWORD", password),
             ] {
-                if value.as_deref().is_none_or(str::is_empty) {
+                if value.is_none_or(str::is_empty) {
                     return Err(SettingError {
                         name,
                         reason: "required with KAFSCALE_LFS_PROXY_BACKEND_SASL_MECHANISM".into(),
@@ -629,8 +651,11 @@ impl Settings {
                     endpoint: self.s3_endpoint.clone(),
                     force_path_style: self.s3_force_path_style,
                     access_key: self.s3_access_key.clone(),
-                    secret_key: self.s3_secret_key.clone(),
-                    session_token: self.s3_session_token.clone(),
+                    secret_key: self.s3_secret_key.as_ref().map(|s| s.expose().to_owned()),
+                    session_token: self
+                        .s3_session_token
+                        .as_ref()
+                        .map(|s| s.expose().to_owned()),
                     public_endpoint: self.s3_public_endpoint.clone(),
                 },
                 self.chunk_size,
@@ -706,7 +731,11 @@ impl Settings {
             .map(|mechanism| SaslCredentials {
                 mechanism,
                 username: self.backend_sasl_username.clone().unwrap_or_default(),
-                password: self.backend_sasl_password.clone().unwrap_or_default(),
+                password: self
+                    .backend_sasl_password
+                    .as_ref()
+                    .map(|s| s.expose().to_owned())
+                    .unwrap_or_default(),
             });
         Ok(UpstreamSecurity {
             tls,
@@ -744,7 +773,12 @@ impl Settings {
 
     /// The HTTP API keys; empty entries (an empty variable) are ignored.
     pub fn http_api_keys(&self) -> Vec<String> {
-        trimmed(&self.http_api_key)
+        let keys: Vec<String> = self
+            .http_api_key
+            .iter()
+            .map(|k| k.expose().to_owned())
+            .collect();
+        trimmed(&keys)
     }
 
     /// CORS origins; empty entries are ignored.
@@ -794,6 +828,34 @@ mod tests {
         let s = parse(&["--bootstrap-servers", "b:1", "--addr", "127.0.0.2:7000"]).unwrap();
         assert_eq!(s.advertised_host(), "127.0.0.2");
         assert_eq!(s.broker_port_base(), 7001);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let s = parse(&[
+            "--bootstrap-servers",
+            "b:1",
+            "--backend-sasl-mechanism",
+            "PLAIN",
+            "--backend-sasl-username",
+            "u",
+            "--backend-sasl-password",
+            "hunter2-pw",
+            "--s3-secret-key",
+            "s3-secret-value",
+            "--http-api-key",
+            "api-key-value",
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        for secret in ["hunter2-pw", "s3-secret-value", "api-key-value"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(s.http_api_keys(), vec!["api-key-value"]);
+        assert_eq!(
+            s.upstream_security().unwrap().sasl.unwrap().password,
+            "hunter2-pw"
+        );
     }
 
     #[test]
