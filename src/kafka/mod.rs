@@ -6,6 +6,7 @@ pub mod client;
 pub mod client_sasl;
 pub mod credentials;
 pub mod frame;
+pub mod outstanding;
 pub mod partitioner;
 pub mod producer;
 pub mod reauth;

@@ -10,13 +10,11 @@
 //! session's reader (`Owed::Internal`) instead of going to the client.
 //! Then the client's requests flow again; the client sees only a short pause.
 
-use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kafka_protocol::protocol::Request;
 use tokio::io::{AsyncWriteExt, WriteHalf};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 use super::client::{self, ClientError};
 use super::frame::Frame;
@@ -29,37 +27,6 @@ const REAUTH_AT: f64 = 0.85;
 /// When to log in again, given the lifetime the broker granted.
 pub fn due_after(lifetime: Duration) -> Duration {
     lifetime.mul_f64(REAUTH_AT)
-}
-
-/// Responses owed to the client and not yet delivered.
-#[derive(Default)]
-pub struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-impl InFlight {
-    pub fn add(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn done(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    /// Resolves once nothing is owed.
-    pub async fn idle(&self) {
-        loop {
-            let mut notified = pin!(self.idle.notified());
-            notified.as_mut().enable();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// An entry for the session's response reader: the answer to one of the
@@ -106,24 +73,8 @@ impl<T> SaslExchange for RelayExchange<'_, T> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn idle_waits_for_every_owed_response() {
-        let in_flight = std::sync::Arc::new(InFlight::default());
-        in_flight.idle().await;
-        in_flight.add();
-        in_flight.add();
-        let waiter = tokio::spawn({
-            let in_flight = std::sync::Arc::clone(&in_flight);
-            async move { in_flight.idle().await }
-        });
-        in_flight.done();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished());
-        in_flight.done();
-        tokio::time::timeout(Duration::from_secs(1), waiter)
-            .await
-            .unwrap()
-            .unwrap();
+    #[test]
+    fn login_again_at_85_percent() {
         assert_eq!(due_after(Duration::from_secs(100)), Duration::from_secs(85));
     }
 }

@@ -9,16 +9,16 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::MetadataRequest;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Mutex, Notify};
+use tokio::sync::{mpsc, watch, Mutex};
 
 use super::addresses::{AddressError, BrokerAddressMap, UpstreamBroker};
+use super::outstanding::Outstanding;
 use super::session::{self, Target};
 use super::upstream::{BrokerStream, Connected, UpstreamError, UpstreamSecurity};
 use super::{client, frame};
@@ -58,8 +58,7 @@ pub struct Proxy {
     new_listeners: mpsc::UnboundedSender<(TcpListener, Target)>,
     shutdown: watch::Sender<bool>,
     connection_ids: AtomicU64,
-    active_sessions: AtomicUsize,
-    sessions_idle: Notify,
+    sessions: Outstanding,
     upstream_ready: AtomicBool,
 }
 
@@ -112,8 +111,7 @@ impl Proxy {
             broker_listeners: Mutex::new(HashSet::new()),
             shutdown: watch::channel(false).0,
             connection_ids: AtomicU64::new(0),
-            active_sessions: AtomicUsize::new(0),
-            sessions_idle: Notify::new(),
+            sessions: Outstanding::default(),
             upstream_ready: AtomicBool::new(false),
             new_listeners,
         });
@@ -143,18 +141,8 @@ impl Proxy {
     /// Waits until every session has finished, or `timeout` passes.
     /// Returns the number of sessions still open.
     pub async fn drain(&self, timeout: Duration) -> usize {
-        let wait_idle = async {
-            loop {
-                let mut notified = pin!(self.sessions_idle.notified());
-                notified.as_mut().enable();
-                if self.active_sessions.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(timeout, wait_idle).await;
-        self.active_sessions.load(Ordering::Acquire)
+        let _ = tokio::time::timeout(timeout, self.sessions.idle()).await;
+        self.sessions.count()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -304,7 +292,7 @@ struct SessionGuard(Arc<Proxy>);
 
 impl SessionGuard {
     fn enter(proxy: Arc<Proxy>) -> Self {
-        proxy.active_sessions.fetch_add(1, Ordering::AcqRel);
+        proxy.sessions.add();
         metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
         SessionGuard(proxy)
     }
@@ -313,9 +301,7 @@ impl SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
-        if self.0.active_sessions.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.sessions_idle.notify_waiters();
-        }
+        self.0.sessions.done();
     }
 }
 

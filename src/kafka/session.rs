@@ -33,7 +33,8 @@ use tokio::sync::mpsc;
 use super::addresses::{carries_addresses, rewrite_response};
 use super::client_sasl::{self, SaslDecision};
 use super::frame::{self, Frame, FrameError};
-use super::reauth::{self, InFlight, InternalReply, RelayExchange};
+use super::outstanding::Outstanding;
+use super::reauth::{self, InternalReply, RelayExchange};
 use super::sasl;
 use super::sasl_server::ClientLogin;
 use super::server::Proxy;
@@ -257,7 +258,7 @@ async fn relay(
     let (client_read, client_write) = tokio::io::split(client);
     let session_lifetime = upstream.session_lifetime;
     let (upstream_read, upstream_write) = tokio::io::split(upstream.stream);
-    let in_flight = InFlight::default();
+    let in_flight = Outstanding::default();
     let (owed_tx, mut owed_rx) = mpsc::channel(proxy.settings.max_in_flight);
 
     // Dropping a write half sends FIN, and a broker closes the whole
@@ -604,7 +605,7 @@ async fn forward_responses(
 #[derive(Clone, Copy)]
 struct Pending<'a> {
     unanswered: &'a UnansweredProduces,
-    in_flight: &'a InFlight,
+    in_flight: &'a Outstanding,
 }
 
 /// Logs in again on the relayed connection once every owed response has
@@ -614,7 +615,7 @@ async fn reauthenticate(
     conn: &Conn,
     upstream: &mut WriteHalf<BrokerStream>,
     owed: &mpsc::Sender<Owed>,
-    in_flight: &InFlight,
+    in_flight: &Outstanding,
 ) -> Result<Option<Instant>, SessionError> {
     let Some(credentials) = proxy.upstream.sasl.clone() else {
         return Ok(None);

@@ -61,6 +61,23 @@ def free_port(host: str = "127.0.0.1", block: int = 1) -> int:
 _HANDED_OUT: list[tuple[int, int]] = []
 
 
+class LogLines:
+    """A logging handler that keeps messages (client libraries' logs)."""
+
+    def __init__(self, *loggers: str):
+        import logging
+
+        self.lines: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: self.lines.append(record.getMessage())
+        self.logger = logging.getLogger(loggers[0])
+        for name in loggers:
+            logging.getLogger(name).addHandler(handler)
+
+    def any(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+
 def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -6,7 +6,6 @@ produce and consume; a wrong password and an untrusted certificate fail
 with the clients' own errors; nothing but the login is served before it
 succeeds."""
 
-import logging
 import socket
 import ssl
 import struct
@@ -16,20 +15,11 @@ import uuid
 import pytest
 import trustme
 
-from conftest import PROXY_BIN, Proxy
+from conftest import PROXY_BIN, LogLines, Proxy
 from test_upstream_security import GatedBroker
 
 USER, PASSWORD = "alice", "alice-secret-pw"
 MECHANISMS = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
-
-
-class Collect(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +127,12 @@ def test_wrong_password_is_an_authentication_error(secure_proxy, pki):
 
     from kafka import KafkaProducer
     from kafka.errors import KafkaError as KPError
-    collect = Collect()
-    logging.getLogger("kafka").addHandler(collect)
+    logs = LogLines("kafka")
     with pytest.raises(KPError):
         KafkaProducer(bootstrap_servers=secure_proxy.bootstrap, security_protocol="SASL_SSL",
                       ssl_cafile=str(pki["ca"]), sasl_mechanism="PLAIN", sasl_plain_username=USER,
                       sasl_plain_password="not-it", max_block_ms=4000)
-    assert any("Authentication failed" in line for line in collect.lines), collect.lines[-5:]
+    assert logs.any("Authentication failed"), logs.lines[-5:]
 
 
 def test_untrusted_certificate_fails_in_the_client(secure_proxy, pki, workdir):

@@ -15,7 +15,7 @@ import pytest
 import requests
 import trustme
 
-from conftest import UPSTREAM_HOST, Proxy, Tansu, free_port, wait_port
+from conftest import UPSTREAM_HOST, LogLines, Proxy, Tansu, free_port, wait_port
 from test_lfs import consume
 
 GATE = Path(__file__).parent / "broker_gate.py"
@@ -117,21 +117,12 @@ def test_wrong_password_is_an_authentication_error_for_the_client(workdir):
     gate = GatedBroker(workdir, "--mechanism", "SCRAM-SHA-256", "--user", "lfs-proxy", "--password", "right")
     proxy = Proxy(gate.address, workdir, capture=False, env=sasl_env("SCRAM-SHA-256", password="wrong-pw"))
     try:
-        import logging
-
-        class Collect(logging.Handler):
-            lines: list = []
-
-            def emit(self, record):
-                self.lines.append(record.getMessage())
-
-        logger = logging.getLogger("librdkafka-wrong-password")
-        logger.addHandler(Collect())
-        admin = AdminClient({"bootstrap.servers": proxy.bootstrap, "logger": logger})
+        logs = LogLines("librdkafka-wrong-password")
+        admin = AdminClient({"bootstrap.servers": proxy.bootstrap, "logger": logs.logger})
         with pytest.raises(KafkaException):
             admin.list_topics(timeout=3)
         admin.poll(0.5)
-        assert any("SASL Authentication failed" in line for line in Collect.lines), Collect.lines[-5:]
+        assert logs.any("SASL Authentication failed"), logs.lines[-5:]
         log = proxy.read_log()
         assert "cannot log in to the broker" in log and "authentication failed" in log.lower()
         assert "wrong-pw" not in log
@@ -225,8 +216,6 @@ def test_reauthentication_before_the_session_ends_keeps_clients_connected(workdi
     """The gate grants 2 s sessions and closes a connection that sends a
     request after its session ended; clients keep producing through the proxy
     for 8 s (4 lifetimes) on the same connections, without a disconnect."""
-    import logging
-
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -241,15 +230,8 @@ def test_reauthentication_before_the_session_ends_keeps_clients_connected(workdi
         for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
             f.result(15)
 
-        class Collect(logging.Handler):
-            lines: list = []
-
-            def emit(self, record):
-                self.lines.append(record.getMessage())
-
-        logger = logging.getLogger("librdkafka-reauth")
-        logger.addHandler(Collect())
-        p = Producer({"bootstrap.servers": proxy.bootstrap, "logger": logger, "linger.ms": 0})
+        logs = LogLines("librdkafka-reauth")
+        p = Producer({"bootstrap.servers": proxy.bootstrap, "logger": logs.logger, "linger.ms": 0})
         delivered = []
         deadline = time.time() + 8
         i = 0
@@ -262,7 +244,7 @@ def test_reauthentication_before_the_session_ends_keeps_clients_connected(workdi
         events = gate.events()
         assert sum(e.startswith("REAUTH_OK") for e in events) >= 3, events
         assert "EXPIRED_CLOSE" not in events, "no connection outlived its session"
-        assert not [line for line in Collect.lines if "Disconnected" in line or "disconnect" in line], Collect.lines
+        assert not logs.any("Disconnected") and not logs.any("disconnect"), logs.lines
         assert len(consume(proxy.bootstrap, topic, i)) == i
         metrics = requests.get(f"http://127.0.0.1:{proxy.http_port}/metrics", timeout=5).text
         assert 'kafka_lfs_proxy_upstream_reauthentications_total{outcome="ok"}' in metrics
