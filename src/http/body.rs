@@ -16,17 +16,11 @@ pub const MAX_JSON_BYTES: usize = 64 * 1024;
 pub struct BodyReader {
     body: Body,
     idle: Duration,
-    /// Bytes read so far.
-    pub read: u64,
 }
 
 impl BodyReader {
     pub fn new(body: Body, idle: Duration) -> Self {
-        BodyReader {
-            body,
-            idle,
-            read: 0,
-        }
+        BodyReader { body, idle }
     }
 
     /// The next piece of data; `None` at the end of the body.
@@ -55,7 +49,6 @@ impl BodyReader {
                         if data.is_empty() {
                             continue;
                         }
-                        self.read += data.len() as u64;
                         return Ok(Some(data));
                     }
                 }

@@ -34,7 +34,7 @@ use super::produce::{envelope_response, storage_failed};
 use super::target::{self, ExpectedChecksum, Target};
 use super::Sidecar;
 use crate::lfs::checksum::StreamingDigest;
-use crate::lfs::envelope::{self, Envelope, DEFAULT_CONTENT_TYPE};
+use crate::lfs::envelope::{self, Envelope};
 use crate::lfs::store::PartUpload;
 use crate::metrics as m;
 
@@ -190,11 +190,7 @@ pub async fn init(
         key,
         partition,
         headers,
-        content_type: if content_type.is_empty() {
-            DEFAULT_CONTENT_TYPE.into()
-        } else {
-            content_type
-        },
+        content_type,
     };
     let created = Utc::now();
     let object_key = envelope::object_key(

@@ -184,10 +184,6 @@ impl Credentials {
     pub fn any_keys(&self, user: &str) -> Option<(ScramHash, &ScramKeys)> {
         self.users.get(user)?.first().map(|(h, k)| (*h, k))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
 }
 
 #[cfg(test)]

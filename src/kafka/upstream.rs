@@ -5,7 +5,6 @@
 //! cannot hold a client forever.
 
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
@@ -78,14 +77,6 @@ impl std::fmt::Debug for UpstreamSecurity {
 }
 
 impl UpstreamSecurity {
-    pub fn plain(max_frame_size: usize) -> Arc<Self> {
-        Arc::new(UpstreamSecurity {
-            tls: None,
-            sasl: None,
-            max_frame_size,
-        })
-    }
-
     /// Connects to one `host:port`, then TLS and SASL as configured.
     pub async fn dial(
         &self,

@@ -141,11 +141,6 @@ impl BlobStore {
             .map_err(|e| StoreError::Config(e.to_string()))
     }
 
-    /// Whether presigned URLs can be made (S3 only).
-    pub fn can_presign(&self) -> bool {
-        self.s3.is_some()
-    }
-
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
