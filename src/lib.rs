@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod inspect;
 pub mod kafka;

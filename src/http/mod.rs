@@ -16,7 +16,6 @@ pub mod target;
 pub mod uploads;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::config::Settings;
+use crate::health::Readiness;
 use crate::kafka::producer::Producer;
 use crate::kafka::server::Proxy;
 use crate::lfs::rewrite::Lfs;
@@ -54,7 +54,7 @@ pub struct Sidecar {
     pub session_ttl: Duration,
     pub part_size: u64,
     pub cors_origins: Vec<String>,
-    storage_ready: AtomicBool,
+    storage_health: Readiness,
 }
 
 impl Sidecar {
@@ -89,7 +89,7 @@ impl Sidecar {
             part_size: settings.chunk_size as u64,
             cors_origins: settings.http_cors_origins(),
             sessions: uploads::UploadSessions::default(),
-            storage_ready: AtomicBool::new(false),
+            storage_health: Readiness::new("storage", m::STORAGE_UP),
             proxy,
             lfs,
             metrics,
@@ -107,17 +107,9 @@ impl Sidecar {
         let mut shutdown = self.proxy.shutdown_signal();
         let probe_key = format!("{}/.kafka-lfs-proxy-readiness-probe", self.lfs.namespace);
         loop {
-            let ready = match self.lfs.store.probe(&probe_key).await {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::warn!(%error, "storage health check failed");
-                    false
-                }
-            };
-            if self.storage_ready.swap(ready, Ordering::Relaxed) != ready {
-                tracing::info!(ready, "storage readiness changed");
-            }
-            metrics::gauge!(m::STORAGE_UP).set(if ready { 1.0 } else { 0.0 });
+            let outcome = self.lfs.store.probe(&probe_key).await;
+            self.storage_health
+                .record(outcome.map_err(|e| e.to_string()));
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(interval) => {}
@@ -225,7 +217,7 @@ async fn livez() -> &'static str {
 /// Ready only while upstream Kafka and storage both answered their last check.
 async fn readyz(State(sidecar): State<Arc<Sidecar>>) -> (StatusCode, &'static str) {
     let upstream = sidecar.proxy.is_ready();
-    let storage = sidecar.storage_ready.load(Ordering::Relaxed);
+    let storage = sidecar.storage_health.is_ready();
     match (upstream, storage) {
         (true, true) => (StatusCode::OK, "ready\n"),
         (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n"),

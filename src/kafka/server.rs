@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use super::upstream::{BrokerStream, Connected, UpstreamError, UpstreamSecurity};
 use super::{client, frame};
 use crate::capture::Capture;
 use crate::config::Settings;
+use crate::health::Readiness;
 use crate::lfs::rewrite::Lfs;
 use crate::metrics as m;
 
@@ -59,7 +60,7 @@ pub struct Proxy {
     shutdown: watch::Sender<bool>,
     connection_ids: AtomicU64,
     sessions: Outstanding,
-    upstream_ready: AtomicBool,
+    upstream_health: Readiness,
 }
 
 /// How client connections are secured.
@@ -112,7 +113,7 @@ impl Proxy {
             shutdown: watch::channel(false).0,
             connection_ids: AtomicU64::new(0),
             sessions: Outstanding::default(),
-            upstream_ready: AtomicBool::new(false),
+            upstream_health: Readiness::new("upstream", m::UPSTREAM_UP),
             new_listeners,
         });
         let weak = Arc::downgrade(&proxy);
@@ -146,7 +147,7 @@ impl Proxy {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.upstream_ready.load(Ordering::Relaxed)
+        self.upstream_health.is_ready()
     }
 
     /// Binds the bootstrap listener. Broker listeners follow on demand.
@@ -268,17 +269,8 @@ impl Proxy {
     pub async fn health_loop(self: Arc<Self>) {
         let mut shutdown = self.shutdown_signal();
         loop {
-            let ready = match self.refresh_upstream_brokers().await {
-                Ok(_) => true,
-                Err(error) => {
-                    tracing::warn!(%error, "upstream health check failed");
-                    false
-                }
-            };
-            if self.upstream_ready.swap(ready, Ordering::Relaxed) != ready {
-                tracing::info!(ready, "upstream readiness changed");
-            }
-            metrics::gauge!(m::UPSTREAM_UP).set(if ready { 1.0 } else { 0.0 });
+            let outcome = self.refresh_upstream_brokers().await.map(drop);
+            self.upstream_health.record(outcome);
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(self.settings.health_interval()) => {}
