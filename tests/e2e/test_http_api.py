@@ -459,7 +459,11 @@ def test_expired_session_is_410_and_aborted(tansu, workdir):
 
 def test_metrics_by_route_and_status(api):
     topic = create_topic(api.bootstrap)
-    produce(api, topic, b"m" * 1234)
+    env = produce(api, topic, b"m" * 1234).json()
+    assert download(api, env["key"], env["sha256"], env["size"]).status_code == 200
+    assert requests.post(f"{api.url}/lfs/download", json={}, timeout=5).status_code == 401
+    session = open_session(api, topic, 10)
+    assert put_part(api, session["upload_id"], 1, b"p" * 10).status_code == 200
     text = requests.get(f"{api.url}/metrics", timeout=5).text
     assert metric(text, 'kafka_lfs_proxy_http_requests_total{route="/lfs/produce",method="POST",status="200"}') >= 1
     assert metric(text, 'kafka_lfs_proxy_http_requests_total{route="/lfs/download",method="POST",status="401"}') >= 1
