@@ -60,10 +60,10 @@ struct Session {
     created: DateTime<Utc>,
     expires: Instant,
     expires_at: DateTime<Utc>,
-    state: State_,
+    state: SessionState,
 }
 
-enum State_ {
+enum SessionState {
     /// Parts are arriving.
     Receiving {
         upload: PartUpload,
@@ -217,7 +217,7 @@ pub async fn init(
         created,
         expires: Instant::now() + ttl,
         expires_at: created + chrono::Duration::seconds(ttl.as_secs() as i64),
-        state: State_::Receiving {
+        state: SessionState::Receiving {
             upload,
             digest: Box::new(StreamingDigest::new(expected.alg)),
             received: 0,
@@ -268,7 +268,7 @@ impl UploadSessions {
                 s.expire(sidecar).await;
                 return Err(expired());
             }
-            if let State_::Closed { why } = s.state {
+            if let SessionState::Closed { why } = s.state {
                 return Err(match why {
                     Closed::Expired => expired(),
                     Closed::Finished => not_found(),
@@ -318,21 +318,21 @@ impl Session {
     async fn expire(&mut self, sidecar: &Sidecar) {
         match std::mem::replace(
             &mut self.state,
-            State_::Closed {
+            SessionState::Closed {
                 why: Closed::Expired,
             },
         ) {
-            State_::Receiving { mut upload, .. } => {
+            SessionState::Receiving { mut upload, .. } => {
                 upload.abort().await;
                 count_closed(true);
                 tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired; multipart upload aborted");
             }
-            State_::Stored { .. } => {
+            SessionState::Stored { .. } => {
                 sidecar.delete_quietly(&self.key).await;
                 count_closed(true);
                 tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired before its envelope was produced; object deleted");
             }
-            closed @ State_::Closed { .. } => self.state = closed,
+            closed @ SessionState::Closed { .. } => self.state = closed,
         }
     }
 }
@@ -365,7 +365,7 @@ pub async fn put_part(
     let session = sidecar.sessions.get(&sidecar, &id, caller).await?;
     let mut s = session.lock().await;
     let (size, part_size) = (s.size, s.part_size);
-    let State_::Receiving {
+    let SessionState::Receiving {
         upload,
         digest,
         received,
@@ -447,7 +447,7 @@ pub async fn complete(
     let request: CompleteRequest = BodyReader::new(body, sidecar.read_idle).json().await?;
     let session = sidecar.sessions.get(&sidecar, &id, caller).await?;
     let mut s = session.lock().await;
-    if let State_::Receiving {
+    if let SessionState::Receiving {
         received, parts, ..
     } = &s.state
     {
@@ -469,11 +469,11 @@ pub async fn complete(
                 "parts must list every stored part in order, with the etags returned",
             ));
         }
-        let State_::Receiving {
+        let SessionState::Receiving {
             mut upload, digest, ..
         } = std::mem::replace(
             &mut s.state,
-            State_::Closed {
+            SessionState::Closed {
                 why: Closed::Finished,
             },
         )
@@ -499,14 +499,14 @@ pub async fn complete(
             sidecar.sessions.remove(&id).await;
             return Err(storage_failed(e));
         }
-        s.state = State_::Stored { envelope };
+        s.state = SessionState::Stored { envelope };
     }
-    let State_::Stored { envelope } = &s.state else {
+    let SessionState::Stored { envelope } = &s.state else {
         return Err(not_found());
     };
     let envelope = envelope.clone();
     let produced = sidecar.publish(&s.target, &envelope).await?;
-    s.state = State_::Closed {
+    s.state = SessionState::Closed {
         why: Closed::Finished,
     };
     count_closed(false);
@@ -525,13 +525,13 @@ pub async fn abort(
     let mut s = session.lock().await;
     match std::mem::replace(
         &mut s.state,
-        State_::Closed {
+        SessionState::Closed {
             why: Closed::Finished,
         },
     ) {
-        State_::Receiving { mut upload, .. } => upload.abort().await,
-        State_::Stored { .. } => sidecar.delete_quietly(&s.key).await,
-        State_::Closed { .. } => return Err(not_found()),
+        SessionState::Receiving { mut upload, .. } => upload.abort().await,
+        SessionState::Stored { .. } => sidecar.delete_quietly(&s.key).await,
+        SessionState::Closed { .. } => return Err(not_found()),
     }
     count_closed(false);
     drop(s);
