@@ -32,9 +32,10 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The broker refused the proxy's login (a wrong credential or
-    /// mechanism), rather than a network or TLS problem.
+    /// mechanism), rather than a network or TLS problem. A connection lost
+    /// in the middle of the exchange is not a refusal.
     pub fn is_auth(&self) -> bool {
-        matches!(self, UpstreamError::Sasl { .. })
+        matches!(self, UpstreamError::Sasl { source, .. } if !matches!(source, SaslError::Io(_)))
     }
 }
 
