@@ -175,6 +175,7 @@ def test_mtls_and_server_name_override_with_scram(workdir, pki):
         assert any(e == "AUTH_OK SCRAM-SHA-512 lfs-proxy" for e in gate.events())
         time.sleep(1)
         assert requests.get(f"http://127.0.0.1:{refused.http_port}/readyz", timeout=5).status_code == 503
+        assert "upstream health check failed" in refused.read_log(), "refused for want of a client certificate"
     finally:
         proxy.stop()
         refused.stop()
