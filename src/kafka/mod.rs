@@ -4,6 +4,7 @@
 pub mod addresses;
 pub mod client;
 pub mod client_sasl;
+pub mod cluster;
 pub mod credentials;
 pub mod frame;
 pub mod outstanding;

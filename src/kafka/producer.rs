@@ -14,15 +14,14 @@
 //!   and SASL settings as relayed client traffic.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -30,12 +29,11 @@ use kafka_protocol::records::{
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 
-use super::client::{self, ClientError};
+use super::cluster::{CallError, Cluster};
 use super::partitioner;
-use super::upstream::{BrokerStream, UpstreamError, UpstreamSecurity};
+use super::upstream::UpstreamSecurity;
 
 const PRODUCE_VERSION: i16 = 7;
-const METADATA_VERSION: i16 = 4;
 /// How long a topic's partition count and leaders are trusted.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -82,11 +80,12 @@ pub enum ProduceError {
     Login(String),
 }
 
-fn dial_failed(error: UpstreamError) -> ProduceError {
-    if error.is_auth() {
-        ProduceError::Login(error.to_string())
-    } else {
-        ProduceError::Unavailable(error.to_string())
+impl From<CallError> for ProduceError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Unavailable(m) => ProduceError::Unavailable(m),
+            CallError::Login(m) => ProduceError::Login(m),
+        }
     }
 }
 
@@ -112,13 +111,6 @@ impl ProduceError {
     }
 }
 
-/// A cached broker connection; one whose SASL session is about to end
-/// (KIP-368) is replaced by a fresh login instead of re-authenticated.
-struct Connection {
-    stream: BrokerStream,
-    replace_at: Option<Instant>,
-}
-
 #[derive(Debug, Clone)]
 struct TopicLayout {
     /// Leader node id by partition index (-1 while there is none).
@@ -128,15 +120,8 @@ struct TopicLayout {
 
 /// The producer; cheap to share behind an `Arc`.
 pub struct Producer {
-    upstream: Arc<UpstreamSecurity>,
-    bootstrap: Vec<String>,
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    max_frame_size: usize,
+    cluster: Cluster,
     topics: Mutex<HashMap<String, TopicLayout>>,
-    brokers: Mutex<HashMap<i32, String>>,
-    connections: Mutex<HashMap<i32, Arc<Mutex<Option<Connection>>>>>,
-    correlation: AtomicI32,
     round_robin: AtomicU32,
 }
 
@@ -149,15 +134,14 @@ impl Producer {
         max_frame_size: usize,
     ) -> Self {
         Producer {
-            upstream,
-            bootstrap,
-            connect_timeout,
-            request_timeout,
-            max_frame_size,
+            cluster: Cluster::new(
+                upstream,
+                bootstrap,
+                connect_timeout,
+                request_timeout,
+                max_frame_size,
+            ),
             topics: Mutex::new(HashMap::new()),
-            brokers: Mutex::new(HashMap::new()),
-            connections: Mutex::new(HashMap::new()),
-            correlation: AtomicI32::new(1),
             round_robin: AtomicU32::new(0),
         }
     }
@@ -165,7 +149,7 @@ impl Producer {
     /// Produces `record` and returns its partition and offset.
     pub async fn produce(&self, record: &OutgoingRecord) -> Result<Produced, ProduceError> {
         let batch = encode_batch(record)?;
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = Instant::now() + self.cluster.request_timeout();
         let mut backoff = Duration::from_millis(100);
         let mut partition = record.partition;
         let mut refresh = false;
@@ -215,13 +199,21 @@ impl Producer {
         }
         let request = ProduceRequest::default()
             .with_acks(-1)
-            .with_timeout_ms(self.request_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_timeout_ms(
+                self.cluster
+                    .request_timeout()
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32,
+            )
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_string(record.topic.clone())))
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(chosen)
                     .with_records(Some(batch.clone()))])]);
-        let response = self.call_node(leader, PRODUCE_VERSION, &request).await?;
+        let response = self
+            .cluster
+            .call_node(leader, PRODUCE_VERSION, &request, Duration::ZERO)
+            .await?;
         let answer = response
             .responses
             .iter()
@@ -251,35 +243,7 @@ impl Producer {
                 }
             }
         }
-        let request = MetadataRequest::default()
-            .with_allow_auto_topic_creation(true)
-            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
-                TopicName(StrBytes::from_string(topic.to_owned())),
-            ))]));
-        let (mut stream, server) = self
-            .upstream
-            .dial_bootstrap(&self.bootstrap, self.connect_timeout)
-            .await
-            .map_err(dial_failed)?;
-        let metadata = tokio::time::timeout(
-            self.connect_timeout,
-            client::round_trip(
-                &mut stream,
-                self.next_correlation(),
-                METADATA_VERSION,
-                &request,
-                self.max_frame_size,
-            ),
-        )
-        .await
-        .map_err(|_| ProduceError::Unavailable(format!("{server}: no Metadata answer")))?
-        .map_err(|e| ProduceError::Unavailable(format!("{server}: {e}")))?;
-        {
-            let mut brokers = self.brokers.lock().await;
-            for b in &metadata.brokers {
-                brokers.insert(b.node_id.0, format!("{}:{}", b.host, b.port));
-            }
-        }
+        let metadata = self.cluster.metadata(&[topic], true).await?;
         let t = metadata
             .topics
             .iter()
@@ -312,69 +276,6 @@ impl Producer {
             .await
             .insert(topic.to_owned(), layout.clone());
         Ok(layout)
-    }
-
-    /// Sends one request to `node` on its cached connection (dialled on
-    /// first use, dropped after any failure).
-    async fn call_node<R: kafka_protocol::protocol::Request>(
-        &self,
-        node: i32,
-        version: i16,
-        request: &R,
-    ) -> Result<R::Response, ProduceError> {
-        let address = self
-            .brokers
-            .lock()
-            .await
-            .get(&node)
-            .cloned()
-            .ok_or_else(|| ProduceError::Unavailable(format!("node {node} is not known")))?;
-        let slot = Arc::clone(
-            self.connections
-                .lock()
-                .await
-                .entry(node)
-                .or_insert_with(|| Arc::new(Mutex::new(None))),
-        );
-        let mut connection = slot.lock().await;
-        let expired = connection
-            .as_ref()
-            .and_then(|c| c.replace_at)
-            .is_some_and(|at| at <= Instant::now());
-        if connection.is_none() || expired {
-            let connected = self
-                .upstream
-                .dial_session(&address, self.connect_timeout)
-                .await
-                .map_err(dial_failed)?;
-            *connection = Some(Connection {
-                stream: connected.stream,
-                replace_at: connected
-                    .session_lifetime
-                    .map(|l| Instant::now() + super::reauth::due_after(l)),
-            });
-        }
-        let stream = &mut connection.as_mut().expect("connected above").stream;
-        let correlation = self.next_correlation();
-        let answer = tokio::time::timeout(
-            self.request_timeout + Duration::from_secs(5),
-            client::round_trip(stream, correlation, version, request, self.max_frame_size),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ClientError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer",
-            )))
-        });
-        answer.map_err(|e| {
-            *connection = None;
-            ProduceError::Unavailable(format!("{address}: {e}"))
-        })
-    }
-
-    fn next_correlation(&self) -> i32 {
-        self.correlation.fetch_add(1, Ordering::Relaxed) & i32::MAX
     }
 }
 
