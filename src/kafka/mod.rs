@@ -4,9 +4,11 @@
 pub mod addresses;
 pub mod client;
 pub mod client_sasl;
+pub mod consumer;
 pub mod cluster;
 pub mod credentials;
 pub mod frame;
+pub mod group;
 pub mod outstanding;
 pub mod partitioner;
 pub mod producer;
