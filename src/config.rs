@@ -34,6 +34,42 @@ pub enum Command {
     /// keys for SCRAM-SHA-256 and SCRAM-SHA-512; no password is stored).
     /// The password is read from standard input.
     Credentials(CredentialsArgs),
+    /// Request-reply worker: read request topics in a consumer group, call
+    /// the HTTP backend for each request, produce the reply. Kafka
+    /// connection settings (KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS,
+    /// _BACKEND_TLS_*, _BACKEND_SASL_*) come from the environment.
+    Processor(ProcessorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessorArgs {
+    /// Processor file (YAML or JSON; kafka-http-proxy's processor_config.yaml format).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Topics in kafka-http-proxy's KAFKA_TOPICS format, instead of --config:
+    /// `name:request_topic,response_topic,backend_url[,timeout[,max_retries[,rate_limit]]]`, `;` between topics.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_TOPICS", conflicts_with = "config")]
+    pub topics: Option<String>,
+    /// Overrides the file's max_concurrent_requests.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_MAX_CONCURRENT", value_parser = parse_positive::<usize>)]
+    pub max_concurrent: Option<usize>,
+    /// Overrides the file's dead_letter_topic.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// Address of the processor's /livez, /readyz and /metrics.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_ADDR", default_value = "0.0.0.0:8081")]
+    pub addr: std::net::SocketAddr,
+    /// Consumer-group session timeout, in milliseconds (heartbeats every third of it).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = parse_positive::<u64>)]
+    pub session_timeout_ms: u64,
+}
+
+/// The settings as the environment alone gives them (for subcommands
+/// that need the Kafka connection settings).
+#[derive(Debug, Parser)]
+pub struct EnvSettings {
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, Args)]
@@ -374,6 +410,53 @@ pub struct Settings {
     /// (retries included).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_PRODUCE_TIMEOUT_MS", default_value_t = 30_000, value_parser = parse_positive::<u64>)]
     pub produce_timeout_ms: u64,
+
+    /// Request-reply routes: a YAML or JSON file of path patterns and their
+    /// request topic, reply topic, timeout and key template (see README).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_ROUTES_FILE")]
+    pub rr_routes_file: Option<PathBuf>,
+
+    /// Route requests no other route takes by `X-Kafka-Topic` and
+    /// `X-Kafka-Reply-Topic`, as kafka-http-proxy does.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_HEADER_ROUTE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rr_header_route: bool,
+
+    /// Request topic of the header route when `X-Kafka-Topic` is absent.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_DEFAULT_REQUEST_TOPIC", default_value = "common-requests")]
+    pub rr_default_request_topic: String,
+
+    /// Reply topic of the header route when `X-Kafka-Reply-Topic` is absent.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_DEFAULT_REPLY_TOPIC", default_value = "common-responses")]
+    pub rr_default_reply_topic: String,
+
+    /// Seconds a request-reply caller waits, where its route names no timeout.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_TIMEOUT_SEC", default_value_t = 30, value_parser = parse_positive::<u64>)]
+    pub rr_timeout_sec: u64,
+
+    /// Reply topics read from start-up besides the routes' (comma-separated),
+    /// e.g. those named by `X-Kafka-Reply-Topic`.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_WARMUP_TOPICS", value_delimiter = ',')]
+    pub rr_warmup_topics: Vec<String>,
+
+    /// Seconds a finished reply is kept for `Location` polls and idempotent replays.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_REPLY_TTL_SEC", default_value_t = 300, value_parser = parse_positive::<u64>)]
+    pub rr_reply_ttl_sec: u64,
+
+    /// Bytes of finished replies kept; the oldest leave first.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_REPLY_CACHE_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = parse_positive::<usize>)]
+    pub rr_reply_cache_bytes: usize,
+
+    /// Largest request-reply request body, in bytes (it becomes one record).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_MAX_BODY_BYTES", default_value_t = 1_000_000, value_parser = parse_positive::<usize>)]
+    pub rr_max_body_bytes: usize,
+
+    /// Longest `Prefer: wait=N` honoured on a `Location` poll, in seconds.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_MAX_WAIT_SEC", default_value_t = 60, value_parser = parse_positive::<u64>)]
+    pub rr_max_wait_sec: u64,
+
+    /// Most reply topics read at once (routes, warm-up and header-named).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_MAX_REPLY_TOPICS", default_value_t = 64, value_parser = parse_positive::<usize>)]
+    pub rr_max_reply_topics: usize,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,kafka_lfs_proxy=debug`).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_LOG_LEVEL", default_value = "info")]

@@ -9,4 +9,5 @@ pub mod inspect;
 pub mod kafka;
 pub mod lfs;
 pub mod metrics;
+pub mod rr;
 pub mod tls;

@@ -8,11 +8,14 @@ use kafka_lfs_proxy::config::{Cli, Command, Settings};
 use kafka_lfs_proxy::kafka::server::Proxy;
 use kafka_lfs_proxy::{http, inspect, metrics};
 
+mod processor;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::InspectCapture(args)) => inspect_capture(&args.dir, &args.forbid),
         Some(Command::Credentials(args)) => credentials(&args),
+        Some(Command::Processor(args)) => processor::main(args),
         None => {
             if let Err(error) = cli.settings.validate() {
                 eprintln!("kafka-lfs-proxy: {error}");
@@ -114,7 +117,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     tokio::spawn(std::sync::Arc::clone(&proxy).health_loop());
     let lfs = proxy.lfs.clone().context("LFS is always configured")?;
-    let sidecar = http::Sidecar::new(&settings, std::sync::Arc::clone(&proxy), lfs, prometheus);
+    let gateway = kafka_lfs_proxy::rr::gateway_from_settings(&settings, &proxy.upstream)
+        .context("KAFSCALE_LFS_PROXY_RR_ROUTES_FILE")?;
+    let sidecar = http::Sidecar::new(
+        &settings,
+        std::sync::Arc::clone(&proxy),
+        lfs,
+        prometheus,
+        gateway,
+    );
     tokio::spawn(std::sync::Arc::clone(&sidecar).storage_health_loop(settings.health_interval()));
     let app = http::router(sidecar);
     let http_server = tokio::spawn(http::serve::serve(

@@ -29,6 +29,23 @@ pub const HTTP_UPLOAD_SESSIONS_OPEN: &str = "kafka_lfs_proxy_http_upload_session
 pub const HTTP_UPLOAD_SESSIONS_EXPIRED: &str = "kafka_lfs_proxy_http_upload_sessions_expired_total";
 pub const UPSTREAM_REAUTH_TOTAL: &str = "kafka_lfs_proxy_upstream_reauthentications_total";
 pub const STORAGE_UP: &str = "kafka_lfs_proxy_storage_up";
+pub const RR_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_rr_requests_total";
+pub const RR_IN_FLIGHT: &str = "kafka_lfs_proxy_rr_in_flight";
+pub const RR_REQUEST_SECONDS: &str = "kafka_lfs_proxy_rr_request_duration_seconds";
+pub const RR_KAFKA_ROUND_TRIP_SECONDS: &str = "kafka_lfs_proxy_rr_kafka_round_trip_seconds";
+pub const RR_TIMEOUTS_TOTAL: &str = "kafka_lfs_proxy_rr_timeouts_total";
+pub const RR_REPLIES_READ: &str = "kafka_lfs_proxy_rr_replies_read_total";
+pub const RR_REPLIES_HELD: &str = "kafka_lfs_proxy_rr_replies_held";
+pub const RR_REPLY_BYTES_HELD: &str = "kafka_lfs_proxy_rr_reply_bytes_held";
+pub const RR_LISTENER_READY: &str = "kafka_lfs_proxy_rr_listener_ready";
+pub const PROCESSOR_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_processor_requests_total";
+pub const PROCESSOR_IN_FLIGHT: &str = "kafka_lfs_proxy_processor_in_flight";
+pub const PROCESSOR_SECONDS: &str = "kafka_lfs_proxy_processor_duration_seconds";
+pub const PROCESSOR_BACKEND_SECONDS: &str = "kafka_lfs_proxy_processor_backend_duration_seconds";
+pub const PROCESSOR_RETRIES_TOTAL: &str = "kafka_lfs_proxy_processor_retries_total";
+pub const PROCESSOR_DEAD_LETTERS_TOTAL: &str = "kafka_lfs_proxy_processor_dead_letters_total";
+pub const PROCESSOR_EXPIRED_TOTAL: &str = "kafka_lfs_proxy_processor_expired_total";
+pub const PROCESSOR_REBALANCES_TOTAL: &str = "kafka_lfs_proxy_processor_rebalances_total";
 
 /// Installs the global recorder once; later calls return the same handle.
 pub fn install() -> PrometheusHandle {
@@ -74,6 +91,35 @@ fn describe() {
         "SASL re-authentications on relayed upstream connections (KIP-368), by outcome"
     );
     metrics::describe_gauge!(STORAGE_UP, "1 while the last storage check succeeded");
+    metrics::describe_counter!(
+        RR_REQUESTS_TOTAL,
+        "Request-reply calls, by route and outcome (reply, timeout, accepted, replayed, conflict, error)"
+    );
+    metrics::describe_gauge!(RR_IN_FLIGHT, "Request-reply calls waiting for their reply");
+    metrics::describe_histogram!(RR_REQUEST_SECONDS, "Request-reply call duration, by route");
+    metrics::describe_histogram!(
+        RR_KAFKA_ROUND_TRIP_SECONDS,
+        "From producing the request record to reading its reply, by route"
+    );
+    metrics::describe_counter!(RR_TIMEOUTS_TOTAL, "Calls answered 504 for want of a reply, by route");
+    metrics::describe_counter!(RR_REPLIES_READ, "Records read on reply topics, by outcome");
+    metrics::describe_gauge!(RR_REPLIES_HELD, "Finished replies held for Location and replays");
+    metrics::describe_gauge!(RR_REPLY_BYTES_HELD, "Bytes of finished replies held");
+    metrics::describe_gauge!(RR_LISTENER_READY, "1 once the reply listener is positioned");
+    metrics::describe_counter!(
+        PROCESSOR_REQUESTS_TOTAL,
+        "Requests the processor handled, by request topic and outcome"
+    );
+    metrics::describe_gauge!(PROCESSOR_IN_FLIGHT, "Requests the processor is working on");
+    metrics::describe_histogram!(PROCESSOR_SECONDS, "From reading a request to producing its reply");
+    metrics::describe_histogram!(PROCESSOR_BACKEND_SECONDS, "One backend call, by request topic");
+    metrics::describe_counter!(PROCESSOR_RETRIES_TOTAL, "Backend calls retried, by request topic");
+    metrics::describe_counter!(PROCESSOR_DEAD_LETTERS_TOTAL, "Requests written to the dead-letter topic");
+    metrics::describe_counter!(
+        PROCESSOR_EXPIRED_TOTAL,
+        "Requests dropped unsent because their deadline had passed"
+    );
+    metrics::describe_counter!(PROCESSOR_REBALANCES_TOTAL, "Consumer-group joins, by group");
     metrics::describe_gauge!(
         UPSTREAM_UP,
         "1 while the last upstream health check succeeded"

@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -75,16 +75,26 @@ pub async fn require_api_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if sidecar.api_keys.is_empty() {
-        request.extensions_mut().insert(Caller(None));
-        return next.run(request).await;
+    match authenticate(&sidecar, request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
     }
-    let presented = request
-        .headers()
+}
+
+/// The caller named by the request's API key; everyone is an anonymous
+/// caller when no keys are configured.
+pub fn authenticate(sidecar: &Sidecar, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if sidecar.api_keys.is_empty() {
+        return Ok(Caller(None));
+    }
+    let presented = headers
         .get(API_KEY)
         .map(|v| v.as_bytes().to_vec())
         .or_else(|| {
-            let auth = request.headers().get(AUTHORIZATION)?.as_bytes();
+            let auth = headers.get(AUTHORIZATION)?.as_bytes();
             let token = auth
                 .get(..7)
                 .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
@@ -92,12 +102,11 @@ pub async fn require_api_key(
             Some(token.trim_ascii().to_vec())
         });
     let Some(presented) = presented else {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "an API key is required (X-API-Key or Authorization: Bearer)",
-        )
-        .into_response();
+        ));
     };
     let digest: [u8; 32] = Sha256::digest(&presented).into();
     let mut matched = subtle::Choice::from(0u8);
@@ -105,11 +114,13 @@ pub async fn require_api_key(
         matched |= key.ct_eq(&digest);
     }
     if !bool::from(matched) {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API key")
-            .into_response();
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid API key",
+        ));
     }
-    request.extensions_mut().insert(Caller(Some(digest)));
-    next.run(request).await
+    Ok(Caller(Some(digest)))
 }
 
 /// Digest under which an API key is kept in memory and compared.

@@ -54,6 +54,8 @@ pub struct Sidecar {
     pub session_ttl: Duration,
     pub part_size: u64,
     pub cors_origins: Vec<String>,
+    /// Request-reply, when routes are configured.
+    pub gateway: Option<Arc<crate::rr::gateway::Gateway>>,
     storage_health: Readiness,
 }
 
@@ -63,6 +65,7 @@ impl Sidecar {
         proxy: Arc<Proxy>,
         lfs: Arc<Lfs>,
         metrics: PrometheusHandle,
+        gateway: Option<Arc<crate::rr::gateway::Gateway>>,
     ) -> Arc<Self> {
         let sidecar = Arc::new(Sidecar {
             producer: Producer::new(
@@ -93,6 +96,7 @@ impl Sidecar {
             proxy,
             lfs,
             metrics,
+            gateway,
         });
         let reap_every = sidecar.session_ttl.min(Duration::from_secs(30));
         tokio::spawn(uploads::UploadSessions::reap(
@@ -135,6 +139,11 @@ pub fn api_routes() -> Vec<(&'static str, Method, MethodRouter<Arc<Sidecar>>)> {
         ),
         ("/lfs/uploads/{id}", Method::DELETE, delete(uploads::abort)),
         ("/lfs/download", Method::POST, post(download::download)),
+        (
+            "/rr/replies/{topic}/{id}",
+            Method::GET,
+            get(crate::rr::gateway::reply),
+        ),
     ]
 }
 
@@ -162,7 +171,7 @@ pub fn router(sidecar: Arc<Sidecar>) -> Router {
         app = app.route(path, route);
     }
     let mut app = app
-        .fallback(error::not_found)
+        .fallback(crate::rr::gateway::call)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::record_metrics));
     if let Some(cors) = cors_layer(&sidecar.cors_origins) {
@@ -214,18 +223,35 @@ async fn livez() -> &'static str {
     "ok\n"
 }
 
-/// Ready only while upstream Kafka and storage both answered their last check.
-async fn readyz(State(sidecar): State<Arc<Sidecar>>) -> (StatusCode, &'static str) {
-    let upstream = sidecar.proxy.is_ready();
-    let storage = sidecar.storage_health.is_ready();
-    match (upstream, storage) {
-        (true, true) => (StatusCode::OK, "ready\n"),
-        (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n"),
-        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "storage unreachable\n"),
-        (false, false) => (
+/// Ready only while upstream Kafka and storage both answered their last
+/// check and, with request-reply, the reply listener is positioned.
+async fn readyz(State(sidecar): State<Arc<Sidecar>>) -> (StatusCode, String) {
+    let mut missing = Vec::new();
+    if !sidecar.proxy.is_ready() {
+        missing.push("upstream");
+    }
+    if !sidecar.storage_health.is_ready() {
+        missing.push("storage");
+    }
+    if sidecar
+        .gateway
+        .as_ref()
+        .is_some_and(|g| !g.listener.is_ready())
+    {
+        missing.push("reply listener");
+    }
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        let verb = if missing.len() == 1 && missing[0] == "reply listener" {
+            "not positioned"
+        } else {
+            "unreachable"
+        };
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            "upstream and storage unreachable\n",
-        ),
+            format!("{} {verb}\n", missing.join(" and ")),
+        )
     }
 }
 

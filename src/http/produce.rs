@@ -202,7 +202,7 @@ impl Sidecar {
     }
 }
 
-fn produce_failed(error: ProduceError) -> ApiError {
+pub(crate) fn produce_failed(error: ProduceError) -> ApiError {
     match &error {
         ProduceError::Unavailable(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -101,12 +101,14 @@ impl PartitionConsumer {
         }
     }
 
-    /// The partition count of each topic, creating none.
+    /// The partitions of each topic with their leaders; `create` asks the
+    /// broker to create missing topics (as a producer's Metadata does).
     pub async fn partition_counts(
         &self,
         topics: &[&str],
+        create: bool,
     ) -> Result<HashMap<String, Vec<(i32, i32)>>, CallError> {
-        let metadata = self.cluster.metadata(topics, false).await?;
+        let metadata = self.cluster.metadata(topics, create).await?;
         let mut out = HashMap::new();
         for t in &metadata.topics {
             let Some(name) = &t.name else { continue };
@@ -124,10 +126,15 @@ impl PartitionConsumer {
     }
 
     /// Assigns `topic`'s partitions that are not assigned yet, each at
-    /// `start`; returns how many it added. A topic that does not exist yet
-    /// adds none (call again later).
-    pub async fn assign_topic(&mut self, topic: &str, start: StartAt) -> Result<usize, CallError> {
-        let layout = self.partition_counts(&[topic]).await?;
+    /// `start`; returns how many it added. A topic that does not exist
+    /// (and is not created) adds none: call again later.
+    pub async fn assign_topic(
+        &mut self,
+        topic: &str,
+        start: StartAt,
+        create: bool,
+    ) -> Result<usize, CallError> {
+        let layout = self.partition_counts(&[topic], create).await?;
         let Some(parts) = layout.get(topic) else {
             return Ok(0);
         };
@@ -161,7 +168,7 @@ impl PartitionConsumer {
         position: Option<i64>,
         reset: StartAt,
     ) -> Result<(), CallError> {
-        let layout = self.partition_counts(&[topic]).await?;
+        let layout = self.partition_counts(&[topic], false).await?;
         let leader = layout
             .get(topic)
             .and_then(|ps| ps.iter().find(|(p, _)| *p == partition))
@@ -284,7 +291,7 @@ impl PartitionConsumer {
     async fn refresh_leaders(&mut self) -> Result<(), CallError> {
         let topics = self.topics();
         let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
-        let layout = self.partition_counts(&names).await?;
+        let layout = self.partition_counts(&names, false).await?;
         for ((topic, partition), a) in self.partitions.iter_mut() {
             if let Some((_, leader)) = layout
                 .get(&**topic)

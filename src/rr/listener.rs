@@ -1,0 +1,253 @@
+//! The reply listener: every partition of every reply topic, assigned (not
+//! subscribed: no consumer group, so every replica reads every reply), and
+//! read into the [`ReplyBook`].
+//!
+//! Ordering rule that makes replies impossible to miss: a topic is
+//! positioned at its log end *before* any request naming it as reply
+//! topic is produced, so every reply to that request lies after the
+//! position. `/readyz` waits for the configured reply topics; a topic
+//! first named by a request (header route) is positioned before that
+//! request is produced. A topic that does not exist yet is watched and
+//! read from its start when it appears (everything in it is new).
+//!
+//! Partitions added to a topic later are found by a periodic metadata
+//! refresh and read from their start.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::replies::ReplyBook;
+use super::wire;
+use crate::kafka::cluster::Cluster;
+use crate::kafka::consumer::{PartitionConsumer, StartAt};
+use crate::metrics as m;
+
+/// How long one idle Fetch waits at the broker; also the longest a new
+/// topic waits before the listener takes it on.
+const POLL_WAIT: Duration = Duration::from_millis(200);
+const REFRESH_EVERY: Duration = Duration::from_secs(30);
+const MISSING_REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("the reply listener is not running")]
+    Stopped,
+    #[error("cannot position on reply topic {topic}: {reason}")]
+    Position { topic: String, reason: String },
+    #[error("already listening to {0} reply topics; not adding more")]
+    TooMany(usize),
+}
+
+struct Listen {
+    topic: String,
+    start: StartAt,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+pub struct ReplyListener {
+    commands: mpsc::Sender<Listen>,
+    listening: Mutex<HashSet<String>>,
+    ready: AtomicBool,
+    max_topics: usize,
+}
+
+impl ReplyListener {
+    /// Starts the listener task on `topics`.
+    pub fn start(
+        cluster: Arc<Cluster>,
+        book: Arc<ReplyBook>,
+        topics: BTreeSet<String>,
+        max_topics: usize,
+        max_fetch_bytes: usize,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(64);
+        let listener = Arc::new(ReplyListener {
+            commands: tx,
+            listening: Mutex::new(HashSet::new()),
+            ready: AtomicBool::new(false),
+            max_topics,
+        });
+        let consumer = PartitionConsumer::new(cluster, POLL_WAIT, max_fetch_bytes);
+        tokio::spawn(run(
+            Arc::downgrade(&listener),
+            consumer,
+            book,
+            topics,
+            rx,
+        ));
+        listener
+    }
+
+    /// Whether the configured reply topics are positioned.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn is_listening(&self, topic: &str) -> bool {
+        self.listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
+    }
+
+    /// Returns once `topic` is read from `start` on (at once when it is
+    /// already). Call before producing a request that names it.
+    pub async fn ensure(&self, topic: &str, start: StartAt) -> Result<(), ListenError> {
+        if self.is_listening(topic) {
+            return Ok(());
+        }
+        let count = self
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if count >= self.max_topics {
+            return Err(ListenError::TooMany(count));
+        }
+        let (done, answer) = oneshot::channel();
+        self.commands
+            .send(Listen {
+                topic: topic.to_owned(),
+                start,
+                done,
+            })
+            .await
+            .map_err(|_| ListenError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| ListenError::Stopped)?
+            .map_err(|reason| ListenError::Position {
+                topic: topic.to_owned(),
+                reason,
+            })
+    }
+}
+
+async fn run(
+    listener: std::sync::Weak<ReplyListener>,
+    mut consumer: PartitionConsumer,
+    book: Arc<ReplyBook>,
+    initial: BTreeSet<String>,
+    mut commands: mpsc::Receiver<Listen>,
+) {
+    // Topics listened to but without partitions yet (not created).
+    let mut missing: BTreeSet<String> = BTreeSet::new();
+    let mut unpositioned: BTreeSet<String> = initial;
+    let mut last_refresh = Instant::now();
+    let mut last_sweep = Instant::now();
+    let mut failing = false;
+    loop {
+        let Some(this) = listener.upgrade() else {
+            return;
+        };
+        // 1. The configured topics, until all are positioned.
+        if !unpositioned.is_empty() {
+            let mut left = BTreeSet::new();
+            for topic in std::mem::take(&mut unpositioned) {
+                match consumer.assign_topic(&topic, StartAt::Latest, true).await {
+                    Ok(0) => {
+                        missing.insert(topic.clone());
+                        mark(&this, &topic);
+                    }
+                    Ok(_) => mark(&this, &topic),
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(%error, topic, "cannot position on reply topic; retrying");
+                        }
+                        left.insert(topic);
+                    }
+                }
+            }
+            failing = !left.is_empty();
+            unpositioned = left;
+            if unpositioned.is_empty() && !this.ready.swap(true, Ordering::AcqRel) {
+                tracing::info!("reply listener positioned on every configured reply topic");
+                metrics::gauge!(m::RR_LISTENER_READY).set(1.0);
+            }
+        }
+        // 2. Topics asked for by requests.
+        while let Ok(Listen { topic, start, done }) = commands.try_recv() {
+            let outcome = match consumer.assign_topic(&topic, start, true).await {
+                Ok(0) => {
+                    missing.insert(topic.clone());
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            if outcome.is_ok() {
+                mark(&this, &topic);
+                tracing::info!(topic, ?start, "listening to reply topic");
+            }
+            let _ = done.send(outcome);
+        }
+        // 3. New partitions, and topics that did not exist.
+        let due = if missing.is_empty() {
+            REFRESH_EVERY
+        } else {
+            MISSING_REFRESH_EVERY
+        };
+        if last_refresh.elapsed() >= due {
+            last_refresh = Instant::now();
+            let known: Vec<String> = this
+                .listening
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            for topic in known {
+                match consumer.assign_topic(&topic, StartAt::Earliest, false).await {
+                    Ok(added) if added > 0 => {
+                        missing.remove(&topic);
+                        tracing::info!(topic, added, "reading new reply partitions from their start");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, topic, "reply topic refresh failed"),
+                }
+            }
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = Instant::now();
+            book.sweep();
+            let (count, bytes) = book.held();
+            metrics::gauge!(m::RR_REPLIES_HELD).set(count as f64);
+            metrics::gauge!(m::RR_REPLY_BYTES_HELD).set(bytes as f64);
+        }
+        drop(this);
+        // 4. Replies.
+        match consumer.poll().await {
+            Ok(records) => {
+                for record in records {
+                    match wire::parse_reply(&record) {
+                        Ok((id, reply)) => {
+                            metrics::counter!(m::RR_REPLIES_READ, "outcome" => "ok").increment(1);
+                            book.complete(id, reply);
+                        }
+                        Err(error) => {
+                            metrics::counter!(m::RR_REPLIES_READ, "outcome" => "unusable")
+                                .increment(1);
+                            tracing::warn!(%error, topic = %record.topic, partition = record.partition, offset = record.offset, "record on a reply topic is not a reply; ignored");
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reply fetch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+fn mark(listener: &ReplyListener, topic: &str) {
+    listener
+        .listening
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(topic.to_owned());
+}

@@ -1,0 +1,443 @@
+//! Which HTTP requests become Kafka requests, and on which topics.
+//!
+//! Routes come from a YAML (or JSON) file:
+//!
+//! ```yaml
+//! routes:
+//!   - path: /orders/{id}          # `{name}` matches one segment,
+//!     methods: [GET, PUT]         #   `{*name}` the rest of the path
+//!     request_topic: orders-requests
+//!     reply_topic: orders-responses
+//!     timeout: 30                 # seconds the caller waits (default: the global one)
+//!     key: "order-{id}"           # record key from path parameters (optional)
+//! ```
+//!
+//! The first matching route wins. Requests that match none can be routed
+//! by headers as kafka-http-proxy does behind nginx: `X-Kafka-Topic` and
+//! `X-Kafka-Reply-Topic`, defaulting to `common-requests` and
+//! `common-responses`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// One configured route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub path: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub request_topic: String,
+    pub reply_topic: String,
+    /// Seconds; fractional values allowed.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest(String),
+}
+
+/// A route ready to match.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The path pattern as written; the metrics label.
+    pub name: String,
+    segments: Vec<Segment>,
+    methods: Vec<http::Method>,
+    pub request_topic: String,
+    pub reply_topic: String,
+    pub timeout: Duration,
+    key: Option<String>,
+}
+
+/// What a request matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub route: String,
+    pub request_topic: String,
+    pub reply_topic: String,
+    pub timeout: Duration,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The header route's settings (kafka-http-proxy compatible).
+#[derive(Debug, Clone)]
+pub struct HeaderRoute {
+    pub default_request_topic: String,
+    pub default_reply_topic: String,
+}
+
+pub const TOPIC_HEADER: &str = "x-kafka-topic";
+pub const REPLY_TOPIC_HEADER: &str = "x-kafka-reply-topic";
+
+/// Every route, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    header_route: Option<HeaderRoute>,
+    default_timeout: Duration,
+}
+
+impl RouteTable {
+    pub fn new(
+        routes: Vec<Route>,
+        header_route: Option<HeaderRoute>,
+        default_timeout: Duration,
+    ) -> Self {
+        RouteTable {
+            routes,
+            header_route,
+            default_timeout,
+        }
+    }
+
+    /// Reads a route file; `timeout` applies where a route names none.
+    pub fn load_routes(path: &Path, default_timeout: Duration) -> Result<Vec<Route>, RouteError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| RouteError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: RouteFile =
+            serde_yaml_ng::from_str(&text).map_err(|e| RouteError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        file.routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                Route::compile(spec, default_timeout).map_err(|message| RouteError::Invalid {
+                    path: shown.clone(),
+                    message: format!("routes[{i}]: {message}"),
+                })
+            })
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.header_route.is_none()
+    }
+
+    /// Every reply topic known before any request (listened from start-up).
+    pub fn reply_topics(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> =
+            self.routes.iter().map(|r| r.reply_topic.clone()).collect();
+        if let Some(h) = &self.header_route {
+            out.insert(h.default_reply_topic.clone());
+        }
+        out
+    }
+
+    /// The route for a request, if any.
+    pub fn resolve(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<Target> {
+        for route in &self.routes {
+            if let Some(target) = route.matches(method, path) {
+                return Some(target);
+            }
+        }
+        let h = self.header_route.as_ref()?;
+        let header = |name: &str, default: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .unwrap_or(default)
+                .to_owned()
+        };
+        Some(Target {
+            route: "header".to_owned(),
+            request_topic: header(TOPIC_HEADER, &h.default_request_topic),
+            reply_topic: header(REPLY_TOPIC_HEADER, &h.default_reply_topic),
+            timeout: self.default_timeout,
+            key: None,
+        })
+    }
+}
+
+impl Route {
+    pub fn compile(spec: RouteSpec, default_timeout: Duration) -> Result<Route, String> {
+        let Some(rest) = spec.path.strip_prefix('/') else {
+            return Err(format!("path {:?} must start with /", spec.path));
+        };
+        let mut segments = Vec::new();
+        let mut names = BTreeSet::new();
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        for (i, part) in parts.iter().enumerate() {
+            let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) if name.starts_with('*') => {
+                    if i + 1 != parts.len() {
+                        return Err(format!("{{{name}}} must be the last segment"));
+                    }
+                    Segment::Rest(name[1..].to_owned())
+                }
+                Some(name) => Segment::Param(name.to_owned()),
+                None if part.contains(['{', '}']) => {
+                    return Err(format!("segment {part:?}: a parameter must be a whole segment"))
+                }
+                None => Segment::Literal((*part).to_owned()),
+            };
+            if let Segment::Param(n) | Segment::Rest(n) = &segment {
+                if n.is_empty() || !names.insert(n.clone()) {
+                    return Err(format!("parameter {n:?} is empty or repeated"));
+                }
+            }
+            segments.push(segment);
+        }
+        if let Some(key) = &spec.key {
+            for name in template_names(key)? {
+                if !names.contains(&name) {
+                    return Err(format!("key template names {{{name}}}, not in the path"));
+                }
+            }
+        }
+        let methods = spec
+            .methods
+            .iter()
+            .map(|m| {
+                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| format!("method {m:?} is not an HTTP method"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for topic in [&spec.request_topic, &spec.reply_topic] {
+            crate::http::target::topic(Some(topic), 249)
+                .map_err(|e| format!("topic {topic:?}: {}", e.message))?;
+        }
+        let timeout = match spec.timeout {
+            None => default_timeout,
+            Some(t) if t.is_finite() && t > 0.0 && t <= 3600.0 => Duration::from_secs_f64(t),
+            Some(t) => return Err(format!("timeout {t} is not in (0, 3600] seconds")),
+        };
+        Ok(Route {
+            name: spec.path,
+            segments,
+            methods,
+            request_topic: spec.request_topic,
+            reply_topic: spec.reply_topic,
+            timeout,
+            key: spec.key,
+        })
+    }
+
+    fn matches(&self, method: &http::Method, path: &str) -> Option<Target> {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return None;
+        }
+        let rest = path.strip_prefix('/')?;
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        let mut params: Vec<(&str, String)> = Vec::new();
+        let mut i = 0;
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(l) => {
+                    if parts.get(i) != Some(&l.as_str()) {
+                        return None;
+                    }
+                }
+                Segment::Param(n) => {
+                    let value = parts.get(i).filter(|v| !v.is_empty())?;
+                    params.push((n, decode_segment(value)));
+                }
+                Segment::Rest(n) => {
+                    params.push((n, decode_segment(&parts[i.min(parts.len())..].join("/"))));
+                    i = parts.len();
+                    break;
+                }
+            }
+            i += 1;
+        }
+        if i != parts.len() {
+            return None;
+        }
+        let key = self.key.as_ref().map(|template| fill(template, &params));
+        Some(Target {
+            route: self.name.clone(),
+            request_topic: self.request_topic.clone(),
+            reply_topic: self.reply_topic.clone(),
+            timeout: self.timeout,
+            key,
+        })
+    }
+}
+
+/// Percent-decodes one path piece (invalid escapes stay as written).
+fn decode_segment(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&raw[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn template_names(template: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| format!("key template {template:?} has an unclosed {{"))?;
+        out.push(rest[start + 1..start + end].trim_start_matches('*').to_owned());
+        rest = &rest[start + end + 1..];
+    }
+    Ok(out)
+}
+
+fn fill(template: &str, params: &[(&str, String)]) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in params {
+        out = out
+            .replace(&format!("{{{name}}}"), value)
+            .replace(&format!("{{*{name}}}"), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(path: &str, key: Option<&str>) -> RouteSpec {
+        RouteSpec {
+            path: path.into(),
+            methods: vec![],
+            request_topic: "req".into(),
+            reply_topic: "rep".into(),
+            timeout: None,
+            key: key.map(Into::into),
+        }
+    }
+
+    fn table(routes: Vec<RouteSpec>, header: bool) -> RouteTable {
+        RouteTable::new(
+            routes
+                .into_iter()
+                .map(|s| Route::compile(s, Duration::from_secs(30)).unwrap())
+                .collect(),
+            header.then(|| HeaderRoute {
+                default_request_topic: "common-requests".into(),
+                default_reply_topic: "common-responses".into(),
+            }),
+            Duration::from_secs(30),
+        )
+    }
+
+    #[test]
+    fn parameters_fill_the_key_template() {
+        let t = table(vec![spec("/orders/{id}/items/{*rest}", Some("o-{id}"))], false);
+        let got = t
+            .resolve(&http::Method::GET, "/orders/4%2F2/items/a/b", &http::HeaderMap::new())
+            .unwrap();
+        assert_eq!(got.key.as_deref(), Some("o-4/2"));
+        assert!(t
+            .resolve(&http::Method::GET, "/orders/4", &http::HeaderMap::new())
+            .is_none());
+        assert!(t
+            .resolve(&http::Method::GET, "/orders//items/x", &http::HeaderMap::new())
+            .is_none());
+    }
+
+    #[test]
+    fn methods_restrict_and_first_route_wins() {
+        let mut get_only = spec("/a/{x}", None);
+        get_only.methods = vec!["get".into()];
+        get_only.request_topic = "first".into();
+        let t = table(vec![get_only, spec("/a/{y}", None)], false);
+        let h = http::HeaderMap::new();
+        assert_eq!(t.resolve(&http::Method::GET, "/a/1", &h).unwrap().request_topic, "first");
+        assert_eq!(t.resolve(&http::Method::POST, "/a/1", &h).unwrap().request_topic, "req");
+    }
+
+    #[test]
+    fn header_route_uses_kafka_http_proxy_defaults() {
+        let t = table(vec![], true);
+        let mut h = http::HeaderMap::new();
+        let got = t.resolve(&http::Method::POST, "/anything", &h).unwrap();
+        assert_eq!(
+            (got.request_topic.as_str(), got.reply_topic.as_str()),
+            ("common-requests", "common-responses")
+        );
+        h.insert(TOPIC_HEADER, "orders-requests".parse().unwrap());
+        h.insert(REPLY_TOPIC_HEADER, "orders-responses".parse().unwrap());
+        let got = t.resolve(&http::Method::POST, "/x", &h).unwrap();
+        assert_eq!(got.request_topic, "orders-requests");
+        assert_eq!(got.reply_topic, "orders-responses");
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_a_reason() {
+        let d = Duration::from_secs(1);
+        assert!(Route::compile(spec("no-slash", None), d).is_err());
+        assert!(Route::compile(spec("/a/{*r}/b", None), d).is_err());
+        assert!(Route::compile(spec("/a/x{y}", None), d).is_err());
+        assert!(Route::compile(spec("/a/{y}", Some("{z}")), d).is_err());
+        let mut bad_topic = spec("/a", None);
+        bad_topic.request_topic = "bad topic".into();
+        assert!(Route::compile(bad_topic, d).is_err());
+    }
+
+    #[test]
+    fn route_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.yaml");
+        std::fs::write(
+            &path,
+            "routes:\n  - path: /orders/{id}\n    methods: [GET]\n    request_topic: o-req\n    reply_topic: o-rep\n    timeout: 2.5\n    key: \"{id}\"\n",
+        )
+        .unwrap();
+        let routes = RouteTable::load_routes(&path, Duration::from_secs(30)).unwrap();
+        assert_eq!(routes[0].timeout, Duration::from_millis(2500));
+        std::fs::write(&path, "routes:\n  - path: /x\n    request_topc: a\n").unwrap();
+        let err = RouteTable::load_routes(&path, Duration::from_secs(30)).unwrap_err();
+        assert!(err.to_string().contains("request_topc"), "{err}");
+    }
+}
