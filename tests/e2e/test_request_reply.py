@@ -1,0 +1,430 @@
+"""Request-reply over Kafka, end to end: two proxy replicas (the gateway),
+`kafka-lfs-proxy processor` in a consumer group, a real HTTP backend and
+tansu in between.
+
+What a user checks: the backend gets the method, path, headers and bytes
+the caller sent; the caller gets the backend's status, headers and bytes;
+async Locations work on the other replica; idempotent retries produce no
+second request; a dead backend gives an error reply and a dead letter
+quickly; an expired request never reaches the backend; a restarted replica
+loses no reply that arrives once it is ready.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from conftest import PROXY_BIN, Proxy, free_port, wait_port
+
+
+class Backend:
+    """An HTTP backend that records every request it gets.
+
+    - `/api/echo/...`: 201, the request body back, `X-Backend: yes` and the
+      body's SHA-256 in `X-Body-SHA256`; a GET answers `METHOD PATH`.
+    - `/api/flaky/...`: 503 twice per path, then 200 (retries).
+    """
+
+    def __init__(self):
+        self.seen = []
+        self.lock = threading.Lock()
+        self.flaky = {}
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def handle_any(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with backend.lock:
+                    backend.seen.append((self.command, self.path, dict(self.headers.items()), body))
+                if self.path.startswith("/api/flaky/"):
+                    with backend.lock:
+                        n = backend.flaky.get(self.path, 0)
+                        backend.flaky[self.path] = n + 1
+                    status, out = (503, b"busy") if n < 2 else (200, b"ok after retries")
+                elif self.command in ("GET", "HEAD"):
+                    status, out = 200, f"{self.command} {self.path}".encode()
+                else:
+                    status, out = 201, body
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("X-Backend", "yes")
+                self.send_header("X-Body-SHA256", hashlib.sha256(body).hexdigest())
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def requests_to(self, fragment: str):
+        with self.lock:
+            return [s for s in self.seen if fragment in s[1]]
+
+    def stop(self):
+        self.server.shutdown()
+
+
+class ProcessorProc:
+    def __init__(self, workdir, upstream: str, config_path, env: dict | None = None):
+        self.port = free_port()
+        self.log_path = workdir / f"processor-{self.port}.log"
+        self.log = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        full_env.update({
+            "KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS": upstream,
+            "KAFSCALE_LFS_PROXY_PROCESSOR_ADDR": f"127.0.0.1:{self.port}",
+            "KAFSCALE_LFS_PROXY_LOG_LEVEL": "info",
+        })
+        full_env.update(env or {})
+        self.proc = subprocess.Popen([str(PROXY_BIN), "processor", "--config", str(config_path)],
+                                     env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port("127.0.0.1", self.port)
+
+    def http(self, path):
+        return requests.get(f"http://127.0.0.1:{self.port}{path}", timeout=5)
+
+    def wait_ready(self, timeout=90):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.read_log()
+            if self.http("/readyz").status_code == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("processor never joined its group:\n" + self.read_log())
+
+    def metric(self, name: str, **labels) -> float:
+        total = 0.0
+        for line in self.http("/metrics").text.splitlines():
+            if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def read_log(self):
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def rr(tansu, workdir):
+    tag = uuid.uuid4().hex[:6]
+    t = {
+        "req": f"rr-req-{tag}",
+        "fail": f"rr-fail-{tag}",
+        "idle": f"rr-idle-{tag}",
+        "rep": f"rr-rep-{tag}",
+        "dlq": f"rr-dlq-{tag}",
+    }
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": tansu.address})
+    for f in admin.create_topics([NewTopic(t["req"], 3, 1), NewTopic(t["fail"], 1, 1),
+                                  NewTopic(t["idle"], 1, 1), NewTopic(t["rep"], 2, 1),
+                                  NewTopic(t["dlq"], 1, 1)]).values():
+        f.result(15)
+    backend = Backend()
+    closed_port = free_port()  # nothing listens here: a backend that is down
+    routes = workdir / f"routes-{tag}.yaml"
+    routes.write_text(f"""
+routes:
+  - path: /api/echo/{{id}}
+    request_topic: {t['req']}
+    reply_topic: {t['rep']}
+    timeout: 10
+    key: "item-{{id}}"
+  - path: /api/flaky/{{*rest}}
+    request_topic: {t['req']}
+    reply_topic: {t['rep']}
+    timeout: 10
+  - path: /api/down/{{*rest}}
+    request_topic: {t['fail']}
+    reply_topic: {t['rep']}
+    timeout: 20
+  - path: /api/idle
+    methods: [GET]
+    request_topic: {t['idle']}
+    reply_topic: {t['rep']}
+    timeout: 1
+""")
+    processor_config = workdir / f"processor-{tag}.yaml"
+    processor_config.write_text(f"""
+topics:
+  - request_topic: {t['req']}
+    response_topic: {t['rep']}
+    backend_url: http://127.0.0.1:{backend.port}
+    consumer_group: rr-group-{tag}
+    timeout: 5
+    max_retries: 3
+  - request_topic: {t['fail']}
+    backend_url: http://127.0.0.1:{closed_port}
+    consumer_group: rr-group-{tag}
+    timeout: 5
+    max_retries: 3
+max_concurrent_requests: 16
+dead_letter_topic: {t['dlq']}
+""")
+    env = {"KAFSCALE_LFS_PROXY_RR_ROUTES_FILE": str(routes)}
+    a = Proxy(tansu.address, workdir, capture=False, env=env)
+    b = Proxy(tansu.address, workdir, capture=False, env=env)
+    processor = ProcessorProc(workdir, tansu.address, processor_config)
+    a.wait_ready()
+    b.wait_ready()
+    processor.wait_ready()
+    state = {"a": a, "b": b, "processor": processor, "backend": backend, "topics": t,
+             "env": env, "tansu": tansu, "workdir": workdir}
+    yield state
+    for p in (state["a"], b):
+        log = p.read_log()
+        p.stop()
+        assert "panicked" not in log, log
+    log = processor.read_log()
+    processor.stop()
+    assert "panicked" not in log, log
+    backend.stop()
+
+
+def url(proxy, path):
+    return f"http://127.0.0.1:{proxy.http_port}{path}"
+
+
+def test_sync_get_reaches_the_backend_and_returns_its_answer(rr):
+    r = requests.get(url(rr["a"], "/api/echo/7?q=1&x=%20y"), headers={"X-Test": "abc"}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert r.content == b"GET /api/echo/7?q=1&x=%20y"
+    assert r.headers["x-backend"] == "yes"
+    assert r.headers.get("x-correlation-id")
+    seen = rr["backend"].requests_to("/api/echo/7?")
+    assert len(seen) == 1
+    method, path, headers, body = seen[0]
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert (method, path, body) == ("GET", "/api/echo/7?q=1&x=%20y", b"")
+    assert lower["x-test"] == "abc"
+    assert lower["x-correlation-id"] == r.headers["x-correlation-id"]
+
+
+def test_sync_post_carries_binary_bytes_both_ways(rr):
+    payload = bytes(range(256)) * 1200 + b"\x00end"
+    r = requests.post(url(rr["b"], "/api/echo/bin"), data=payload,
+                      headers={"Content-Type": "application/octet-stream"}, timeout=15)
+    assert r.status_code == 201, r.text
+    assert r.content == payload
+    assert r.headers["x-body-sha256"] == hashlib.sha256(payload).hexdigest()
+    (method, path, headers, body), = rr["backend"].requests_to("/api/echo/bin")
+    assert (method, path) == ("POST", "/api/echo/bin")
+    assert body == payload
+
+
+def test_request_record_format_is_as_documented(rr):
+    """A worker in another language reads the request record: check it."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    marker = uuid.uuid4().hex[:8]
+    r = requests.put(url(rr["a"], f"/api/echo/{marker}?v=1"), data=b"\x01\x02",
+                     headers={"X-Trace": "t1", "Connection": "keep-alive"}, timeout=15)
+    assert r.status_code == 201, r.text
+    c = Consumer({"bootstrap.servers": rr["tansu"].address, "group.id": "unused-" + marker,
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(rr["topics"]["req"], p, 0) for p in range(3)])
+    found = None
+    deadline = time.time() + 20
+    while time.time() < deadline and not found:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            h = {k: v for k, v in (m.headers() or [])}
+            if h.get(":path") == f"/api/echo/{marker}?v=1".encode():
+                found = m
+    c.close()
+    assert found is not None
+    h = {k: v for k, v in found.headers()}
+    assert found.value() == b"\x01\x02"
+    assert found.key() == f"item-{marker}".encode()
+    assert h[":method"] == b"PUT"
+    assert h["zilla:correlation-id"].decode() == r.headers["x-correlation-id"]
+    assert h["zilla:reply-to"] == rr["topics"]["rep"].encode()
+    deadline_ms = int(h["rr:deadline"])
+    assert abs(deadline_ms - (time.time() + 10) * 1000) < 15_000
+    assert h["x-trace"] == b"t1"
+    assert "connection" not in h and "host" not in h and "content-length" not in h
+
+
+def test_async_location_is_served_by_the_other_replica(rr):
+    r = requests.post(url(rr["a"], "/api/echo/async1"), data=b"async body",
+                      headers={"Prefer": "respond-async"}, timeout=15)
+    assert r.status_code == 202, r.text
+    location = r.headers["location"]
+    assert location.startswith(f"/rr/replies/{rr['topics']['rep']}/")
+    assert r.headers["preference-applied"] == "respond-async"
+    assert r.json()["location"] == location
+    got = requests.get(url(rr["b"], location), headers={"Prefer": "wait=10"}, timeout=15)
+    assert got.status_code == 201, got.text
+    assert got.content == b"async body"
+    # Kept for later polls, on either replica (A may read it a moment after B).
+    again = requests.get(url(rr["a"], location), headers={"Prefer": "wait=5"}, timeout=10)
+    assert (again.status_code, again.content) == (201, b"async body")
+
+
+def test_async_poll_before_the_reply_answers_202(rr):
+    r = requests.get(url(rr["a"], "/api/idle"), headers={"Prefer": "respond-async"}, timeout=5)
+    assert r.status_code == 202
+    t0 = time.time()
+    poll = requests.get(url(rr["b"], r.headers["location"]), headers={"Prefer": "wait=1"}, timeout=5)
+    assert poll.status_code == 202
+    assert time.time() - t0 >= 0.9
+    assert poll.headers["location"] == r.headers["location"]
+    bogus = requests.get(url(rr["b"], f"/rr/replies/{rr['topics']['rep']}/not-a-uuid"), timeout=5)
+    assert bogus.status_code == 404 and bogus.json()["code"] == "not_found"
+
+
+def test_sync_without_reply_is_504_json(rr):
+    t0 = time.time()
+    r = requests.get(url(rr["a"], "/api/idle"), timeout=10)
+    assert r.status_code == 504
+    body = r.json()
+    assert body["code"] == "gateway_timeout" and body["request_id"]
+    assert 0.9 <= time.time() - t0 < 5
+
+
+def test_idempotent_retry_replays_without_a_second_request(rr):
+    key = "idem-" + uuid.uuid4().hex[:8]
+    path = f"/api/echo/{key}"
+    first = requests.post(url(rr["a"], path), data=b"pay once", headers={"Idempotency-Key": key}, timeout=15)
+    assert first.status_code == 201, first.text
+    again = requests.post(url(rr["a"], path), data=b"pay once", headers={"Idempotency-Key": key}, timeout=15)
+    assert (again.status_code, again.content) == (201, b"pay once")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["x-correlation-id"] == first.headers["x-correlation-id"]
+    # The other replica knows it too once it has read the same reply (like
+    # Zilla, a retry in the moment before that produces a second request).
+    seen_by_b = requests.get(url(rr["b"], f"/rr/replies/{rr['topics']['rep']}/{first.headers['x-correlation-id']}"),
+                             headers={"Prefer": "wait=5"}, timeout=10)
+    assert seen_by_b.status_code == 201
+    other = requests.post(url(rr["b"], path), data=b"pay once", headers={"Idempotency-Key": key}, timeout=15)
+    assert (other.status_code, other.content) == (201, b"pay once")
+    assert other.headers["idempotent-replayed"] == "true"
+    conflict = requests.post(url(rr["a"], path), data=b"pay twice", headers={"Idempotency-Key": key},
+                             timeout=15)
+    assert conflict.status_code == 409 and conflict.json()["code"] == "idempotency_conflict"
+    conflict_b = requests.post(url(rr["b"], path), data=b"pay twice", headers={"Idempotency-Key": key},
+                               timeout=15)
+    assert conflict_b.status_code == 409
+    assert len(rr["backend"].requests_to(path)) == 1
+
+
+def test_backend_5xx_is_retried(rr):
+    path = f"/api/flaky/{uuid.uuid4().hex[:8]}"
+    r = requests.post(url(rr["a"], path), data=b"x", timeout=15)
+    assert (r.status_code, r.content) == (200, b"ok after retries")
+    assert len(rr["backend"].requests_to(path)) == 3
+
+
+def test_backend_down_gives_an_error_reply_and_a_dead_letter(rr):
+    from confluent_kafka import Consumer, TopicPartition
+
+    marker = uuid.uuid4().hex[:8]
+    t0 = time.time()
+    r = requests.post(url(rr["a"], f"/api/down/{marker}"), data=b"lost?", timeout=25)
+    elapsed = time.time() - t0
+    assert r.status_code == 502, r.text
+    assert r.json()["code"] == "backend_unavailable"
+    assert elapsed < 10, f"the error reply took {elapsed:.1f}s; the route timeout is 20s"
+    c = Consumer({"bootstrap.servers": rr["tansu"].address, "group.id": "dlq-" + marker,
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(rr["topics"]["dlq"], 0, 0)])
+    letter = None
+    deadline = time.time() + 20
+    while time.time() < deadline and letter is None:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            h = dict(m.headers() or [])
+            if h.get(":path") == f"/api/down/{marker}".encode():
+                letter = m
+    c.close()
+    assert letter is not None, "no dead letter"
+    h = dict(letter.headers())
+    assert letter.value() == b"lost?"
+    assert h["rr:error"] == b"backend_unavailable"
+    assert h["rr:source-topic"] == rr["topics"]["fail"].encode()
+    assert h["zilla:correlation-id"].decode() == r.json()["request_id"]
+
+
+def test_expired_request_is_never_sent_to_the_backend(rr):
+    processor = rr["processor"]
+    marker = uuid.uuid4().hex[:8]
+    expired_before = processor.metric("kafka_lfs_proxy_processor_expired_total")
+    os.kill(processor.proc.pid, signal.SIGSTOP)
+    try:
+        r = requests.post(url(rr["a"], f"/api/echo/late-{marker}"), data=b"late",
+                          headers={"Prefer": "respond-async"}, timeout=5)
+        assert r.status_code == 202
+        # The route's timeout is 10 s: the request's deadline passes while
+        # the processor is stopped.
+        time.sleep(10.5)
+    finally:
+        os.kill(processor.proc.pid, signal.SIGCONT)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if processor.metric("kafka_lfs_proxy_processor_expired_total") > expired_before:
+            break
+        time.sleep(0.2)
+    assert processor.metric("kafka_lfs_proxy_processor_expired_total") > expired_before
+    assert rr["backend"].requests_to(f"late-{marker}") == []
+    poll = requests.get(url(rr["b"], r.headers["location"]), headers={"Prefer": "wait=1"}, timeout=5)
+    assert poll.status_code == 202
+
+
+def test_restarted_replica_loses_no_reply_arriving_after_it_is_ready(rr):
+    processor = rr["processor"]
+    os.kill(processor.proc.pid, signal.SIGSTOP)
+    try:
+        r = requests.post(url(rr["a"], "/api/echo/restart"), data=b"survives a restart",
+                          headers={"Prefer": "respond-async"}, timeout=5)
+        assert r.status_code == 202
+        old = rr["a"]
+        old.stop()
+        fresh = Proxy(rr["tansu"].address, rr["workdir"], capture=False, env=rr["env"])
+        rr["a"] = fresh
+        fresh.wait_ready()
+    finally:
+        os.kill(processor.proc.pid, signal.SIGCONT)
+    got = requests.get(url(rr["a"], r.headers["location"]), headers={"Prefer": "wait=15"}, timeout=20)
+    assert (got.status_code, got.content) == (201, b"survives a restart")
+
+
+def test_metrics_count_calls_by_route_and_outcome(rr):
+    requests.get(url(rr["b"], "/api/echo/metrics"), timeout=15)
+    text = requests.get(url(rr["b"], "/metrics"), timeout=5).text
+    lines = [l for l in text.splitlines() if l.startswith("kafka_lfs_proxy_rr_requests_total")]
+    assert any('route="/api/echo/{id}"' in l and 'outcome="reply"' in l for l in lines), lines
+    assert "kafka_lfs_proxy_rr_kafka_round_trip_seconds" in text
+    assert "kafka_lfs_proxy_rr_in_flight" in text
+    ptext = rr["processor"].http("/metrics").text
+    assert "kafka_lfs_proxy_processor_requests_total" in ptext
+    assert "kafka_lfs_proxy_processor_retries_total" in ptext
+    assert "kafka_lfs_proxy_processor_dead_letters_total" in ptext
