@@ -48,7 +48,11 @@ pub struct ProcessorArgs {
     pub config: Option<PathBuf>,
     /// Topics in kafka-http-proxy's KAFKA_TOPICS format, instead of --config:
     /// `name:request_topic,response_topic,backend_url[,timeout[,max_retries[,rate_limit]]]`, `;` between topics.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_TOPICS", conflicts_with = "config")]
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_PROCESSOR_TOPICS",
+        conflicts_with = "config"
+    )]
     pub topics: Option<String>,
     /// Overrides the file's max_concurrent_requests.
     #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_MAX_CONCURRENT", value_parser = parse_positive::<usize>)]
@@ -57,8 +61,16 @@ pub struct ProcessorArgs {
     #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
     /// Address of the processor's /livez, /readyz and /metrics.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_ADDR", default_value = "0.0.0.0:8081")]
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_PROCESSOR_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
     pub addr: std::net::SocketAddr,
+    /// Longest a request Fetch waits at the broker, in milliseconds (see
+    /// KAFSCALE_LFS_PROXY_RR_FETCH_WAIT_MS).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_FETCH_WAIT_MS", default_value_t = 25, value_parser = parse_positive::<u64>)]
+    pub fetch_wait_ms: u64,
     /// Consumer-group session timeout, in milliseconds (heartbeats every third of it).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_PROCESSOR_SESSION_TIMEOUT_MS", default_value_t = 10_000, value_parser = parse_positive::<u64>)]
     pub session_timeout_ms: u64,
@@ -422,11 +434,19 @@ pub struct Settings {
     pub rr_header_route: bool,
 
     /// Request topic of the header route when `X-Kafka-Topic` is absent.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_DEFAULT_REQUEST_TOPIC", default_value = "common-requests")]
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_RR_DEFAULT_REQUEST_TOPIC",
+        default_value = "common-requests"
+    )]
     pub rr_default_request_topic: String,
 
     /// Reply topic of the header route when `X-Kafka-Reply-Topic` is absent.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_DEFAULT_REPLY_TOPIC", default_value = "common-responses")]
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_RR_DEFAULT_REPLY_TOPIC",
+        default_value = "common-responses"
+    )]
     pub rr_default_reply_topic: String,
 
     /// Seconds a request-reply caller waits, where its route names no timeout.
@@ -435,7 +455,11 @@ pub struct Settings {
 
     /// Reply topics read from start-up besides the routes' (comma-separated),
     /// e.g. those named by `X-Kafka-Reply-Topic`.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_WARMUP_TOPICS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_RR_WARMUP_TOPICS",
+        value_delimiter = ','
+    )]
     pub rr_warmup_topics: Vec<String>,
 
     /// Seconds a finished reply is kept for `Location` polls and idempotent replays.
@@ -453,6 +477,13 @@ pub struct Settings {
     /// Longest `Prefer: wait=N` honoured on a `Location` poll, in seconds.
     #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_MAX_WAIT_SEC", default_value_t = 60, value_parser = parse_positive::<u64>)]
     pub rr_max_wait_sec: u64,
+
+    /// Longest a reply Fetch waits at the broker, in milliseconds. Kafka
+    /// answers as soon as a reply arrives, so a high value costs nothing
+    /// there; brokers that hold every Fetch for the full wait (tansu) add
+    /// about half of it to each call.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_FETCH_WAIT_MS", default_value_t = 25, value_parser = parse_positive::<u64>)]
+    pub rr_fetch_wait_ms: u64,
 
     /// Most reply topics read at once (routes, warm-up and header-named).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_MAX_REPLY_TOPICS", default_value_t = 64, value_parser = parse_positive::<usize>)]

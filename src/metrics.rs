@@ -101,9 +101,15 @@ fn describe() {
         RR_KAFKA_ROUND_TRIP_SECONDS,
         "From producing the request record to reading its reply, by route"
     );
-    metrics::describe_counter!(RR_TIMEOUTS_TOTAL, "Calls answered 504 for want of a reply, by route");
+    metrics::describe_counter!(
+        RR_TIMEOUTS_TOTAL,
+        "Calls answered 504 for want of a reply, by route"
+    );
     metrics::describe_counter!(RR_REPLIES_READ, "Records read on reply topics, by outcome");
-    metrics::describe_gauge!(RR_REPLIES_HELD, "Finished replies held for Location and replays");
+    metrics::describe_gauge!(
+        RR_REPLIES_HELD,
+        "Finished replies held for Location and replays"
+    );
     metrics::describe_gauge!(RR_REPLY_BYTES_HELD, "Bytes of finished replies held");
     metrics::describe_gauge!(RR_LISTENER_READY, "1 once the reply listener is positioned");
     metrics::describe_counter!(
@@ -111,10 +117,22 @@ fn describe() {
         "Requests the processor handled, by request topic and outcome"
     );
     metrics::describe_gauge!(PROCESSOR_IN_FLIGHT, "Requests the processor is working on");
-    metrics::describe_histogram!(PROCESSOR_SECONDS, "From reading a request to producing its reply");
-    metrics::describe_histogram!(PROCESSOR_BACKEND_SECONDS, "One backend call, by request topic");
-    metrics::describe_counter!(PROCESSOR_RETRIES_TOTAL, "Backend calls retried, by request topic");
-    metrics::describe_counter!(PROCESSOR_DEAD_LETTERS_TOTAL, "Requests written to the dead-letter topic");
+    metrics::describe_histogram!(
+        PROCESSOR_SECONDS,
+        "From reading a request to producing its reply"
+    );
+    metrics::describe_histogram!(
+        PROCESSOR_BACKEND_SECONDS,
+        "One backend call, by request topic"
+    );
+    metrics::describe_counter!(
+        PROCESSOR_RETRIES_TOTAL,
+        "Backend calls retried, by request topic"
+    );
+    metrics::describe_counter!(
+        PROCESSOR_DEAD_LETTERS_TOTAL,
+        "Requests written to the dead-letter topic"
+    );
     metrics::describe_counter!(
         PROCESSOR_EXPIRED_TOTAL,
         "Requests dropped unsent because their deadline had passed"

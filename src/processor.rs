@@ -97,12 +97,22 @@ async fn run(
         request_timeout: Duration::from_millis(settings.produce_timeout_ms),
         max_frame_size: settings.max_frame_size,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
+        fetch_wait: Duration::from_millis(args.fetch_wait_ms),
     };
-    let topics: Vec<String> = config.topics.iter().map(|t| t.request_topic.clone()).collect();
+    let topics: Vec<String> = config
+        .topics
+        .iter()
+        .map(|t| t.request_topic.clone())
+        .collect();
     let processor = Processor::new(config, access).context("cannot build the HTTP client")?;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
-        .with_context(|| format!("cannot listen on KAFSCALE_LFS_PROXY_PROCESSOR_ADDR={}", args.addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on KAFSCALE_LFS_PROXY_PROCESSOR_ADDR={}",
+                args.addr
+            )
+        })?;
     tracing::info!(addr = %args.addr, ?topics, upstream = ?settings.bootstrap(), "kafka-lfs-proxy processor starting");
     let management = Arc::new(Management {
         processor: Arc::clone(&processor),
@@ -135,7 +145,10 @@ async fn readyz(State(m): State<Arc<Management>>) -> (StatusCode, &'static str) 
     if m.processor.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not in every consumer group yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not in every consumer group yet\n",
+        )
     }
 }
 

@@ -259,7 +259,12 @@ impl PartitionConsumer {
         }
     }
 
-    async fn apply(&mut self, id: PartitionId, outcome: FetchOutcome, out: &mut Vec<ConsumedRecord>) {
+    async fn apply(
+        &mut self,
+        id: PartitionId,
+        outcome: FetchOutcome,
+        out: &mut Vec<ConsumedRecord>,
+    ) {
         let Some(assigned) = self.partitions.get_mut(&id) else {
             return;
         };

@@ -32,8 +32,8 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
-    OffsetFetchRequest, SyncGroupRequest, TopicName,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -366,7 +366,10 @@ impl Membership {
         for t in response.topics {
             for p in t.partitions {
                 if p.error_code == 0 && p.committed_offset >= 0 {
-                    out.insert((t.name.0.to_string(), p.partition_index), p.committed_offset);
+                    out.insert(
+                        (t.name.0.to_string(), p.partition_index),
+                        p.committed_offset,
+                    );
                 }
             }
         }
@@ -539,8 +542,11 @@ mod tests {
             ("c".to_owned(), vec!["t".to_owned()]),
         ]
         .into();
-        let parts: HashMap<String, Vec<i32>> =
-            [("t".to_owned(), (0..7).collect()), ("u".to_owned(), vec![0, 1])].into();
+        let parts: HashMap<String, Vec<i32>> = [
+            ("t".to_owned(), (0..7).collect()),
+            ("u".to_owned(), vec![0, 1]),
+        ]
+        .into();
         let plan = range_assign(&subs, &parts);
         assert_eq!(plan["a"]["t"], vec![0, 1, 2]);
         assert_eq!(plan["b"]["t"], vec![3, 4]);

@@ -4,8 +4,8 @@
 pub mod addresses;
 pub mod client;
 pub mod client_sasl;
-pub mod consumer;
 pub mod cluster;
+pub mod consumer;
 pub mod credentials;
 pub mod frame;
 pub mod group;

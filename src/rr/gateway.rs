@@ -144,10 +144,7 @@ pub async fn call(State(sidecar): State<Arc<Sidecar>>, request: Request) -> Resp
     };
     let started = Instant::now();
     let route = target.route.clone();
-    let response = match gateway
-        .handle(&sidecar, caller, target, parts, body)
-        .await
-    {
+    let response = match gateway.handle(&sidecar, caller, target, parts, body).await {
         Ok(r) => r,
         Err((e, what)) => {
             outcome(&route, what);
@@ -195,9 +192,9 @@ impl Gateway {
             .headers
             .get("idempotency-key")
             .map(|v| {
-                v.to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| ApiError::bad_request("invalid_header", "Idempotency-Key must be visible ASCII"))
+                v.to_str().map(str::to_owned).map_err(|_| {
+                    ApiError::bad_request("invalid_header", "Idempotency-Key must be visible ASCII")
+                })
             })
             .transpose()
             .map_err(|e| (e, "invalid"))?;
@@ -299,10 +296,16 @@ impl Gateway {
             skip.extend(["x-api-key", "authorization"]);
         }
         let mut headers = vec![
-            (wire::METHOD.to_owned(), Bytes::from(parts.method.as_str().to_owned())),
+            (
+                wire::METHOD.to_owned(),
+                Bytes::from(parts.method.as_str().to_owned()),
+            ),
             (wire::PATH.to_owned(), Bytes::from(path.to_owned())),
             (wire::CORRELATION_ID.to_owned(), Bytes::from(id.to_owned())),
-            (wire::REPLY_TO.to_owned(), Bytes::from(target.reply_topic.clone())),
+            (
+                wire::REPLY_TO.to_owned(),
+                Bytes::from(target.reply_topic.clone()),
+            ),
             (
                 wire::DEADLINE.to_owned(),
                 Bytes::from((now_ms() + target.timeout.as_millis() as i64).to_string()),
@@ -391,19 +394,30 @@ fn conflict() -> ApiError {
 }
 
 fn listen_failed(error: ListenError) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable", "cannot read the reply topic; retry later")
-        .with_detail(error)
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backend_unavailable",
+        "cannot read the reply topic; retry later",
+    )
+    .with_detail(error)
 }
 
 fn accepted(location: &str, id: &str) -> Response {
     let body = serde_json::json!({ "correlation_id": id, "location": location }).to_string();
-    let mut response = (StatusCode::ACCEPTED, [("content-type", "application/json")], body)
+    let mut response = (
+        StatusCode::ACCEPTED,
+        [("content-type", "application/json")],
+        body,
+    )
         .into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(location) {
         h.insert("location", v);
     }
-    h.insert("preference-applied", HeaderValue::from_static("respond-async"));
+    h.insert(
+        "preference-applied",
+        HeaderValue::from_static("respond-async"),
+    );
     if let Ok(v) = HeaderValue::from_str(id) {
         h.insert("x-correlation-id", v);
     }
@@ -413,8 +427,7 @@ fn accepted(location: &str, id: &str) -> Response {
 /// The caller's response: the worker's status, headers and body.
 fn reply_response(reply: &Reply, id: &str) -> Response {
     let mut response = Response::new(Body::from(reply.body.clone()));
-    *response.status_mut() =
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let h = response.headers_mut();
     for (name, value) in &reply.headers {
         if let (Ok(n), Ok(v)) = (

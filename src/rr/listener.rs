@@ -26,9 +26,6 @@ use crate::kafka::cluster::Cluster;
 use crate::kafka::consumer::{PartitionConsumer, StartAt};
 use crate::metrics as m;
 
-/// How long one idle Fetch waits at the broker; also the longest a new
-/// topic waits before the listener takes it on.
-const POLL_WAIT: Duration = Duration::from_millis(200);
 const REFRESH_EVERY: Duration = Duration::from_secs(30);
 const MISSING_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
@@ -63,6 +60,7 @@ impl ReplyListener {
         topics: BTreeSet<String>,
         max_topics: usize,
         max_fetch_bytes: usize,
+        fetch_wait: Duration,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(64);
         let listener = Arc::new(ReplyListener {
@@ -71,14 +69,8 @@ impl ReplyListener {
             ready: AtomicBool::new(false),
             max_topics,
         });
-        let consumer = PartitionConsumer::new(cluster, POLL_WAIT, max_fetch_bytes);
-        tokio::spawn(run(
-            Arc::downgrade(&listener),
-            consumer,
-            book,
-            topics,
-            rx,
-        ));
+        let consumer = PartitionConsumer::new(cluster, fetch_wait, max_fetch_bytes);
+        tokio::spawn(run(Arc::downgrade(&listener), consumer, book, topics, rx));
         listener
     }
 
@@ -201,10 +193,17 @@ async fn run(
                 .cloned()
                 .collect();
             for topic in known {
-                match consumer.assign_topic(&topic, StartAt::Earliest, false).await {
+                match consumer
+                    .assign_topic(&topic, StartAt::Earliest, false)
+                    .await
+                {
                     Ok(added) if added > 0 => {
                         missing.remove(&topic);
-                        tracing::info!(topic, added, "reading new reply partitions from their start");
+                        tracing::info!(
+                            topic,
+                            added,
+                            "reading new reply partitions from their start"
+                        );
                     }
                     Ok(_) => {}
                     Err(error) => tracing::debug!(%error, topic, "reply topic refresh failed"),

@@ -66,6 +66,7 @@ pub fn gateway_from_settings(
         topics,
         settings.rr_max_reply_topics,
         (settings.max_frame_size / 4).max(1 << 20),
+        Duration::from_millis(settings.rr_fetch_wait_ms),
     );
     Ok(Some(Arc::new(Gateway {
         routes: table,

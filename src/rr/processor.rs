@@ -44,6 +44,8 @@ pub struct KafkaAccess {
     pub request_timeout: Duration,
     pub max_frame_size: usize,
     pub session_timeout: Duration,
+    /// Longest a Fetch waits at the broker.
+    pub fetch_wait: Duration,
 }
 
 impl KafkaAccess {
@@ -159,7 +161,7 @@ impl Processor {
         );
         let mut consumer = PartitionConsumer::new(
             self.kafka.cluster(),
-            Duration::from_millis(500),
+            self.kafka.fetch_wait,
             (self.kafka.max_frame_size / 4).max(1 << 20),
         );
         let mut backoff = Duration::from_millis(200);
@@ -335,7 +337,8 @@ impl Processor {
         let outcome = self.serve(config, &record).await;
         metrics::counter!(m::PROCESSOR_REQUESTS_TOTAL, "topic" => topic.clone(), "outcome" => outcome)
             .increment(1);
-        metrics::histogram!(m::PROCESSOR_SECONDS, "topic" => topic).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::PROCESSOR_SECONDS, "topic" => topic)
+            .record(started.elapsed().as_secs_f64());
     }
 
     async fn serve(&self, config: &TopicConfig, record: &ConsumedRecord) -> &'static str {
@@ -372,7 +375,11 @@ impl Processor {
                 let failure = (status >= 500).then_some("backend_status");
                 (status, headers, body, failure)
             }
-            BackendOutcome::GaveUp { status, code, message } => {
+            BackendOutcome::GaveUp {
+                status,
+                code,
+                message,
+            } => {
                 let body = serde_json::json!({
                     "code": code,
                     "message": message,
@@ -382,7 +389,10 @@ impl Processor {
                 (
                     status,
                     vec![
-                        ("content-type".to_owned(), Bytes::from_static(b"application/json")),
+                        (
+                            "content-type".to_owned(),
+                            Bytes::from_static(b"application/json"),
+                        ),
                         (wire::ERROR.to_owned(), Bytes::from_static(code.as_bytes())),
                     ],
                     Bytes::from(body),
@@ -524,7 +534,9 @@ impl Processor {
                         BackendOutcome::GaveUp {
                             status: 502,
                             code: "backend_unavailable",
-                            message: format!("the backend could not be reached ({attempt} attempts)"),
+                            message: format!(
+                                "the backend could not be reached ({attempt} attempts)"
+                            ),
                         }
                     };
                 }
@@ -549,10 +561,22 @@ impl Processor {
             .filter_map(|(n, v)| Some((n.clone(), v.clone()?)))
             .collect();
         headers.extend([
-            (wire::ERROR.to_owned(), Bytes::from_static(reason.as_bytes())),
-            (wire::SOURCE_TOPIC.to_owned(), Bytes::from(record.topic.to_string())),
-            (wire::SOURCE_PARTITION.to_owned(), Bytes::from(record.partition.to_string())),
-            (wire::SOURCE_OFFSET.to_owned(), Bytes::from(record.offset.to_string())),
+            (
+                wire::ERROR.to_owned(),
+                Bytes::from_static(reason.as_bytes()),
+            ),
+            (
+                wire::SOURCE_TOPIC.to_owned(),
+                Bytes::from(record.topic.to_string()),
+            ),
+            (
+                wire::SOURCE_PARTITION.to_owned(),
+                Bytes::from(record.partition.to_string()),
+            ),
+            (
+                wire::SOURCE_OFFSET.to_owned(),
+                Bytes::from(record.offset.to_string()),
+            ),
         ]);
         let letter = OutgoingRecord {
             topic: topic.clone(),
@@ -762,6 +786,10 @@ mod tests {
             limit.wait().await;
         }
         // Five intervals of 20 ms after the first call.
-        assert!(start.elapsed() >= Duration::from_millis(95), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(95),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

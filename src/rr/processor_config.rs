@@ -130,7 +130,12 @@ impl ProcessorConfig {
             message,
         };
         let mut topics = Vec::new();
-        for (i, entry) in value.split(';').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        for (i, entry) in value
+            .split(';')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
             let (_, fields) = entry
                 .split_once(':')
                 .ok_or_else(|| err(format!("entry {i} {entry:?}: expected name:fields")))?;
@@ -143,7 +148,10 @@ impl ProcessorConfig {
             let number = |k: usize, what: &str| -> Result<Option<f64>, ConfigError> {
                 f.get(k)
                     .filter(|s| !s.is_empty())
-                    .map(|s| s.parse::<f64>().map_err(|_| err(format!("entry {i}: {what} {s:?} is not a number"))))
+                    .map(|s| {
+                        s.parse::<f64>()
+                            .map_err(|_| err(format!("entry {i}: {what} {s:?} is not a number")))
+                    })
                     .transpose()
             };
             let spec = TopicSpec {
@@ -194,7 +202,8 @@ fn topic(spec: TopicSpec) -> Result<TopicConfig, String> {
         .into_iter()
         .flatten()
     {
-        crate::http::target::topic(Some(t), 249).map_err(|e| format!("topic {t:?}: {}", e.message))?;
+        crate::http::target::topic(Some(t), 249)
+            .map_err(|e| format!("topic {t:?}: {}", e.message))?;
     }
     let url = reqwest::Url::parse(&spec.backend_url)
         .map_err(|e| format!("backend_url {:?}: {e}", spec.backend_url))?;

@@ -233,7 +233,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(book.wait("nobody", Duration::from_millis(10)).await.is_none());
+        assert!(book
+            .wait("nobody", Duration::from_millis(10))
+            .await
+            .is_none());
     }
 
     #[tokio::test]

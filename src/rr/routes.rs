@@ -124,11 +124,10 @@ impl RouteTable {
             path: shown.clone(),
             source,
         })?;
-        let file: RouteFile =
-            serde_yaml_ng::from_str(&text).map_err(|e| RouteError::Invalid {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?;
+        let file: RouteFile = serde_yaml_ng::from_str(&text).map_err(|e| RouteError::Invalid {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         file.routes
             .into_iter()
             .enumerate()
@@ -147,8 +146,7 @@ impl RouteTable {
 
     /// Every reply topic known before any request (listened from start-up).
     pub fn reply_topics(&self) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> =
-            self.routes.iter().map(|r| r.reply_topic.clone()).collect();
+        let mut out: BTreeSet<String> = self.routes.iter().map(|r| r.reply_topic.clone()).collect();
         if let Some(h) = &self.header_route {
             out.insert(h.default_reply_topic.clone());
         }
@@ -209,7 +207,9 @@ impl Route {
                 }
                 Some(name) => Segment::Param(name.to_owned()),
                 None if part.contains(['{', '}']) => {
-                    return Err(format!("segment {part:?}: a parameter must be a whole segment"))
+                    return Err(format!(
+                        "segment {part:?}: a parameter must be a whole segment"
+                    ))
                 }
                 None => Segment::Literal((*part).to_owned()),
             };
@@ -326,7 +326,11 @@ fn template_names(template: &str) -> Result<Vec<String>, String> {
         let end = rest[start..]
             .find('}')
             .ok_or_else(|| format!("key template {template:?} has an unclosed {{"))?;
-        out.push(rest[start + 1..start + end].trim_start_matches('*').to_owned());
+        out.push(
+            rest[start + 1..start + end]
+                .trim_start_matches('*')
+                .to_owned(),
+        );
         rest = &rest[start + end + 1..];
     }
     Ok(out)
@@ -373,16 +377,27 @@ mod tests {
 
     #[test]
     fn parameters_fill_the_key_template() {
-        let t = table(vec![spec("/orders/{id}/items/{*rest}", Some("o-{id}"))], false);
+        let t = table(
+            vec![spec("/orders/{id}/items/{*rest}", Some("o-{id}"))],
+            false,
+        );
         let got = t
-            .resolve(&http::Method::GET, "/orders/4%2F2/items/a/b", &http::HeaderMap::new())
+            .resolve(
+                &http::Method::GET,
+                "/orders/4%2F2/items/a/b",
+                &http::HeaderMap::new(),
+            )
             .unwrap();
         assert_eq!(got.key.as_deref(), Some("o-4/2"));
         assert!(t
             .resolve(&http::Method::GET, "/orders/4", &http::HeaderMap::new())
             .is_none());
         assert!(t
-            .resolve(&http::Method::GET, "/orders//items/x", &http::HeaderMap::new())
+            .resolve(
+                &http::Method::GET,
+                "/orders//items/x",
+                &http::HeaderMap::new()
+            )
             .is_none());
     }
 
@@ -393,8 +408,18 @@ mod tests {
         get_only.request_topic = "first".into();
         let t = table(vec![get_only, spec("/a/{y}", None)], false);
         let h = http::HeaderMap::new();
-        assert_eq!(t.resolve(&http::Method::GET, "/a/1", &h).unwrap().request_topic, "first");
-        assert_eq!(t.resolve(&http::Method::POST, "/a/1", &h).unwrap().request_topic, "req");
+        assert_eq!(
+            t.resolve(&http::Method::GET, "/a/1", &h)
+                .unwrap()
+                .request_topic,
+            "first"
+        );
+        assert_eq!(
+            t.resolve(&http::Method::POST, "/a/1", &h)
+                .unwrap()
+                .request_topic,
+            "req"
+        );
     }
 
     #[test]

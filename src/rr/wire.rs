@@ -67,10 +67,7 @@ pub fn is_end_to_end(name: &str) -> bool {
 }
 
 /// HTTP headers as record headers: lower-case names, repeats joined.
-pub fn http_headers_to_record(
-    headers: &http::HeaderMap,
-    skip: &[&str],
-) -> Vec<(String, Bytes)> {
+pub fn http_headers_to_record(headers: &http::HeaderMap, skip: &[&str]) -> Vec<(String, Bytes)> {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     for (name, value) in headers {
         let name = name.as_str();
@@ -85,9 +82,7 @@ pub fn http_headers_to_record(
             None => out.push((name.to_owned(), value.as_bytes().to_vec())),
         }
     }
-    out.into_iter()
-        .map(|(n, v)| (n, Bytes::from(v)))
-        .collect()
+    out.into_iter().map(|(n, v)| (n, Bytes::from(v))).collect()
 }
 
 /// The digest that tells an idempotent replay from a conflicting reuse.
