@@ -119,7 +119,8 @@ class ProcessorProc:
         return total
 
     def read_log(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self):
@@ -199,7 +200,7 @@ dead_letter_topic: {t['dlq']}
     b.wait_ready()
     processor.wait_ready()
     state = {"a": a, "b": b, "processor": processor, "backend": backend, "topics": t,
-             "env": env, "tansu": tansu, "workdir": workdir}
+             "env": env, "tansu": tansu, "workdir": workdir, "processor_config": processor_config}
     yield state
     for p in (state["a"], b):
         log = p.read_log()
@@ -429,3 +430,35 @@ def test_metrics_count_calls_by_route_and_outcome(rr):
     assert "kafka_lfs_proxy_processor_requests_total" in ptext
     assert "kafka_lfs_proxy_processor_retries_total" in ptext
     assert "kafka_lfs_proxy_processor_dead_letters_total" in ptext
+
+
+def test_processors_share_the_group_and_take_over_on_leave(rr):
+    """A second processor in the same group gets a share of the request
+    partitions; when it leaves (SIGTERM), the first takes them back and no
+    request is lost."""
+    first = rr["processor"]
+    second = ProcessorProc(rr["workdir"], rr["tansu"].address, rr["processor_config"])
+    try:
+        second.wait_ready()
+        # Both members answer to a rebalance; wait until the first has
+        # joined the new generation too.
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if first.metric("kafka_lfs_proxy_processor_rebalances_total") >= 2 and \
+                    first.http("/readyz").status_code == 200:
+                break
+            time.sleep(0.2)
+        before = [p.metric("kafka_lfs_proxy_processor_requests_total", outcome="ok") for p in (first, second)]
+        for i in range(24):
+            r = requests.post(url(rr["a"], f"/api/echo/share-{i}"), data=b"%d" % i, timeout=15)
+            assert (r.status_code, r.content) == (201, b"%d" % i)
+        after = [p.metric("kafka_lfs_proxy_processor_requests_total", outcome="ok") for p in (first, second)]
+        handled = [a - b for a, b in zip(after, before)]
+        assert sum(handled) == 24 and all(h > 0 for h in handled), handled
+    finally:
+        second.stop()
+    log = second.read_log()
+    assert "left consumer group" in log and "panicked" not in log, log
+    for i in range(6):
+        r = requests.post(url(rr["a"], f"/api/echo/after-leave-{i}"), data=b"x", timeout=15)
+        assert r.status_code == 201, r.text
