@@ -423,6 +423,39 @@ pub struct Settings {
     #[arg(long, env = "KAFSCALE_LFS_PROXY_PRODUCE_TIMEOUT_MS", default_value_t = 30_000, value_parser = parse_positive::<u64>)]
     pub produce_timeout_ms: u64,
 
+    /// PEM public key (RSA, EC or Ed25519) that signs bearer JWTs accepted
+    /// by the HTTP API, besides (or instead of) API keys.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_HTTP_JWT_PUBLIC_KEY_FILE",
+        conflicts_with = "http_jwt_secret"
+    )]
+    pub http_jwt_public_key_file: Option<PathBuf>,
+
+    /// HMAC secret (HS256/384/512) for bearer JWTs, instead of a public key.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_HTTP_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub http_jwt_secret: Option<Secret>,
+
+    /// Accepted JWT issuers (`iss`), comma-separated [default: any].
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_HTTP_JWT_ISSUER",
+        value_delimiter = ','
+    )]
+    pub http_jwt_issuer: Vec<String>,
+
+    /// Accepted JWT audiences (`aud`), comma-separated [default: not checked].
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_HTTP_JWT_AUDIENCE",
+        value_delimiter = ','
+    )]
+    pub http_jwt_audience: Vec<String>,
+
     /// Request-reply routes: a YAML or JSON file of path patterns and their
     /// request topic, reply topic, timeout and key template (see README).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_RR_ROUTES_FILE")]
@@ -804,6 +837,34 @@ impl Settings {
             )?,
             topics: TopicFilter::new(Some(topics)),
         })
+    }
+
+    /// The bearer-JWT verifier, when a key or secret is configured.
+    pub fn http_jwt(&self) -> Result<Option<crate::http::jwt::JwtVerifier>, SettingError> {
+        use crate::http::jwt::JwtVerifier;
+        let verifier = match (&self.http_jwt_public_key_file, &self.http_jwt_secret) {
+            (Some(path), _) => {
+                JwtVerifier::from_public_key_file(path).map_err(|e| SettingError {
+                    name: "KAFSCALE_LFS_PROXY_HTTP_JWT_PUBLIC_KEY_FILE",
+                    reason: e.to_string(),
+                })?
+            }
+            (None, Some(secret)) if !secret.expose().is_empty() => {
+                JwtVerifier::from_secret(secret.expose().as_bytes())
+            }
+            _ => return Ok(None),
+        };
+        let clean = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        Ok(Some(
+            verifier
+                .require_issuer(&clean(&self.http_jwt_issuer))
+                .require_audience(&clean(&self.http_jwt_audience)),
+        ))
     }
 
     /// TLS and SASL for upstream connections, files read now so a missing

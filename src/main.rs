@@ -125,6 +125,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         lfs,
         prometheus,
         gateway,
+        settings.http_jwt()?,
     );
     tokio::spawn(std::sync::Arc::clone(&sidecar).storage_health_loop(settings.health_interval()));
     let app = http::router(sidecar);

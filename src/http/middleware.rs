@@ -76,31 +76,74 @@ pub async fn require_api_key(
     next: Next,
 ) -> Response {
     match authenticate(&sidecar, request.headers()) {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
+        Ok(who) => {
+            request.extensions_mut().insert(who.caller);
             next.run(request).await
         }
         Err(error) => error.into_response(),
     }
 }
 
-/// The caller named by the request's API key; everyone is an anonymous
-/// caller when no keys are configured.
-pub fn authenticate(sidecar: &Sidecar, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// A caller who passed [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub caller: Caller,
+    /// The JWT's subject, when the caller showed a JWT.
+    pub subject: Option<String>,
+}
+
+/// Checks the request's credential: an API key (`X-API-Key`, or
+/// `Authorization: Bearer` with a key) or a bearer JWT. Everyone is an
+/// anonymous caller when neither keys nor a JWT key are configured.
+pub fn authenticate(sidecar: &Sidecar, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
+    let anonymous = Authenticated {
+        caller: Caller(None),
+        subject: None,
+    };
+    if sidecar.api_keys.is_empty() && sidecar.jwt.is_none() {
+        return Ok(anonymous);
+    }
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| {
+        let auth = v.as_bytes();
+        auth.get(..7)
+            .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
+            .map(|_| auth[7..].trim_ascii())
+    });
+    if let (Some(jwt), Some(token)) = (&sidecar.jwt, bearer) {
+        if super::jwt::looks_like_jwt(token) {
+            let token = std::str::from_utf8(token).unwrap_or_default();
+            return match jwt.verify(token) {
+                Ok(identity) => {
+                    let mut h = Sha256::new();
+                    h.update(b"jwt\0");
+                    h.update(identity.issuer.as_deref().unwrap_or_default());
+                    h.update([0]);
+                    h.update(identity.subject.as_deref().unwrap_or_default());
+                    Ok(Authenticated {
+                        caller: Caller(Some(h.finalize().into())),
+                        subject: identity.subject,
+                    })
+                }
+                Err(error) => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "invalid or expired bearer token",
+                )
+                .with_detail(error)),
+            };
+        }
+    }
     if sidecar.api_keys.is_empty() {
-        return Ok(Caller(None));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer JWT is required (Authorization: Bearer)",
+        ));
     }
     let presented = headers
         .get(API_KEY)
         .map(|v| v.as_bytes().to_vec())
-        .or_else(|| {
-            let auth = headers.get(AUTHORIZATION)?.as_bytes();
-            let token = auth
-                .get(..7)
-                .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
-                .map(|_| &auth[7..])?;
-            Some(token.trim_ascii().to_vec())
-        });
+        .or_else(|| bearer.map(<[u8]>::to_vec));
     let Some(presented) = presented else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -120,7 +163,10 @@ pub fn authenticate(sidecar: &Sidecar, headers: &HeaderMap) -> Result<Caller, Ap
             "invalid API key",
         ));
     }
-    Ok(Caller(Some(digest)))
+    Ok(Authenticated {
+        caller: Caller(Some(digest)),
+        subject: None,
+    })
 }
 
 /// Digest under which an API key is kept in memory and compared.

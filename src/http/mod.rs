@@ -9,6 +9,7 @@
 pub mod body;
 pub mod download;
 pub mod error;
+pub mod jwt;
 pub mod middleware;
 pub mod produce;
 pub mod serve;
@@ -46,6 +47,8 @@ pub struct Sidecar {
     pub metrics: PrometheusHandle,
     /// SHA-256 of every accepted API key.
     pub api_keys: Vec<[u8; 32]>,
+    /// Verifies bearer JWTs, when configured.
+    pub jwt: Option<jwt::JwtVerifier>,
     pub read_idle: Duration,
     pub presign_enabled: bool,
     pub download_ttl: Duration,
@@ -66,6 +69,7 @@ impl Sidecar {
         lfs: Arc<Lfs>,
         metrics: PrometheusHandle,
         gateway: Option<Arc<crate::rr::gateway::Gateway>>,
+        jwt: Option<jwt::JwtVerifier>,
     ) -> Arc<Self> {
         let sidecar = Arc::new(Sidecar {
             producer: Producer::new(
@@ -97,6 +101,7 @@ impl Sidecar {
             lfs,
             metrics,
             gateway,
+            jwt,
         });
         let reap_every = sidecar.session_ttl.min(Duration::from_secs(30));
         tokio::spawn(uploads::UploadSessions::reap(
@@ -199,6 +204,10 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     };
     let expose = [
         "x-request-id",
+        "x-correlation-id",
+        "location",
+        "preference-applied",
+        "idempotent-replayed",
         "x-kafka-partition",
         "x-kafka-offset",
         "x-kafscale-lfs-checksum",
@@ -208,7 +217,13 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             // Record headers are `X-Kafka-Header-<any name>`: a fixed list
             // cannot name them, so the requested headers are allowed (only
             // for allowed origins).

@@ -31,7 +31,7 @@ use super::routes::{RouteTable, Target, REPLY_TOPIC_HEADER, TOPIC_HEADER};
 use super::wire::{self, Reply};
 use crate::http::body::BodyReader;
 use crate::http::error::ApiError;
-use crate::http::middleware::{self, Caller};
+use crate::http::middleware::{self, Authenticated, Caller};
 use crate::http::Sidecar;
 use crate::kafka::consumer::StartAt;
 use crate::kafka::producer::{OutgoingRecord, Producer};
@@ -138,13 +138,13 @@ pub async fn call(State(sidecar): State<Arc<Sidecar>>, request: Request) -> Resp
     else {
         return crate::http::error::not_found().await.into_response();
     };
-    let caller = match middleware::authenticate(&sidecar, &parts.headers) {
-        Ok(c) => c,
+    let who = match middleware::authenticate(&sidecar, &parts.headers) {
+        Ok(who) => who,
         Err(e) => return e.into_response(),
     };
     let started = Instant::now();
     let route = target.route.clone();
-    let response = match gateway.handle(&sidecar, caller, target, parts, body).await {
+    let response = match gateway.handle(&sidecar, who, target, parts, body).await {
         Ok(r) => r,
         Err((e, what)) => {
             outcome(&route, what);
@@ -162,7 +162,7 @@ impl Gateway {
     async fn handle(
         &self,
         sidecar: &Sidecar,
-        caller: Caller,
+        who: Authenticated,
         target: Target,
         parts: http::request::Parts,
         body: Body,
@@ -200,7 +200,7 @@ impl Gateway {
             .map_err(|e| (e, "invalid"))?;
         let (id, digest) = match &idempotency_key {
             Some(key) => (
-                idempotent_id(&caller, &target.request_topic, key),
+                idempotent_id(&who.caller, &target.request_topic, key),
                 Some(wire::request_digest(&method, &path, &body)),
             ),
             None => (uuid::Uuid::now_v7().to_string(), None),
@@ -237,7 +237,16 @@ impl Gateway {
             if digest.is_none() {
                 self.book.claim(&id, "");
             }
-            let record = self.request_record(sidecar, &target, &parts, &path, &id, digest, body);
+            let record = self.request_record(
+                sidecar,
+                &target,
+                &parts,
+                &path,
+                &id,
+                digest,
+                who.subject.as_deref(),
+                body,
+            );
             let produced = self.producer.produce(&record).await;
             if let Err(error) = produced {
                 self.book.forget(&id);
@@ -288,11 +297,17 @@ impl Gateway {
         path: &str,
         id: &str,
         digest: Option<String>,
+        subject: Option<&str>,
         body: Bytes,
     ) -> OutgoingRecord {
         // The credential the proxy checked is the proxy's, not the backend's.
-        let mut skip = vec![TOPIC_HEADER, REPLY_TOPIC_HEADER, "idempotency-key"];
-        if !sidecar.api_keys.is_empty() {
+        let mut skip = vec![
+            TOPIC_HEADER,
+            REPLY_TOPIC_HEADER,
+            "idempotency-key",
+            wire::SUBJECT_HEADER,
+        ];
+        if !sidecar.api_keys.is_empty() || sidecar.jwt.is_some() {
             skip.extend(["x-api-key", "authorization"]);
         }
         let mut headers = vec![
@@ -313,6 +328,9 @@ impl Gateway {
         ];
         if let Some(d) = digest {
             headers.push((wire::REQUEST_DIGEST.to_owned(), Bytes::from(d)));
+        }
+        if let Some(subject) = subject {
+            headers.push((wire::IDENTITY.to_owned(), Bytes::from(subject.to_owned())));
         }
         if let Some(key) = parts.headers.get("idempotency-key") {
             headers.push((

@@ -458,7 +458,10 @@ impl Processor {
         for (name, value) in &record.headers {
             let lower = name.to_ascii_lowercase();
             let Some(value) = value else { continue };
-            if !wire::is_end_to_end(&lower) || lower == "idempotency-key" {
+            if !wire::is_end_to_end(&lower)
+                || lower == "idempotency-key"
+                || lower == wire::SUBJECT_HEADER
+            {
                 continue;
             }
             if let (Ok(n), Ok(v)) = (
@@ -470,6 +473,12 @@ impl Processor {
         }
         if let Ok(v) = reqwest::header::HeaderValue::from_str(id) {
             headers.insert("x-correlation-id", v);
+        }
+        if let Some(subject) = record
+            .header(wire::IDENTITY)
+            .and_then(|s| reqwest::header::HeaderValue::from_bytes(s).ok())
+        {
+            headers.insert(wire::SUBJECT_HEADER, subject);
         }
         let body = record.value.clone().unwrap_or_default();
         let mut backoff = Duration::from_millis(100);

@@ -11,6 +11,10 @@
 //!   - `zilla:reply-to`: the topic to answer on;
 //!   - `rr:deadline`: when the caller stops waiting, epoch milliseconds
 //!     as decimal text; work finished later is wasted;
+//!   - `rr:identity`: the subject (`sub`) of the caller's verified JWT,
+//!     when it showed one (the processor passes it to the backend as
+//!     `X-Authenticated-Subject`; a caller's own header of that name is
+//!     dropped);
 //!   - `rr:request-digest`: SHA-256 (hex) of method, path and body, sent
 //!     with `Idempotency-Key` requests; echo it in the reply so that every
 //!     proxy replica can tell a replay from a conflicting reuse;
@@ -38,6 +42,10 @@ pub const CORRELATION_ID: &str = "zilla:correlation-id";
 pub const REPLY_TO: &str = "zilla:reply-to";
 pub const DEADLINE: &str = "rr:deadline";
 pub const REQUEST_DIGEST: &str = "rr:request-digest";
+pub const IDENTITY: &str = "rr:identity";
+/// The HTTP header that carries `rr:identity` to the backend; a caller's
+/// own is dropped, so it cannot be forged.
+pub const SUBJECT_HEADER: &str = "x-authenticated-subject";
 /// On error replies and dead letters: why the processor gave up.
 pub const ERROR: &str = "rr:error";
 /// On dead letters: where the request was read.

@@ -462,3 +462,63 @@ def test_processors_share_the_group_and_take_over_on_leave(rr):
     for i in range(6):
         r = requests.post(url(rr["a"], f"/api/echo/after-leave-{i}"), data=b"x", timeout=15)
         assert r.status_code == 201, r.text
+
+
+def hs256(secret: bytes, claims: dict) -> str:
+    import base64
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def test_jwt_guards_request_reply_and_names_the_caller_to_the_backend(rr):
+    env = dict(rr["env"])
+    env.update({
+        "KAFSCALE_LFS_PROXY_HTTP_JWT_SECRET": "jwt-test-secret",
+        "KAFSCALE_LFS_PROXY_HTTP_JWT_ISSUER": "test-idp",
+        "KAFSCALE_LFS_PROXY_HTTP_CORS_ALLOWED_ORIGINS": "https://app.example",
+    })
+    guarded = Proxy(rr["tansu"].address, rr["workdir"], capture=False, env=env)
+    try:
+        guarded.wait_ready()
+        path = f"/api/echo/jwt-{uuid.uuid4().hex[:8]}"
+        now = int(time.time())
+        good = hs256(b"jwt-test-secret", {"sub": "alice", "iss": "test-idp", "exp": now + 60})
+        forged = hs256(b"wrong-secret", {"sub": "alice", "iss": "test-idp", "exp": now + 60})
+        expired = hs256(b"jwt-test-secret", {"sub": "alice", "iss": "test-idp", "exp": now - 600})
+        other_iss = hs256(b"jwt-test-secret", {"sub": "alice", "iss": "evil", "exp": now + 60})
+        for token in (None, forged, expired, other_iss):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            r = requests.post(url(guarded, path), data=b"x", headers=headers, timeout=15)
+            assert r.status_code == 401 and r.json()["code"] == "unauthorized", (token, r.text)
+        assert rr["backend"].requests_to(path) == []
+        r = requests.post(url(guarded, path), data=b"signed",
+                          headers={"Authorization": f"Bearer {good}",
+                                   "X-Authenticated-Subject": "mallory",
+                                   "Origin": "https://app.example"}, timeout=15)
+        assert (r.status_code, r.content) == (201, b"signed")
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        (_, _, headers, _), = rr["backend"].requests_to(path)
+        lower = {k.lower(): v for k, v in headers.items()}
+        assert lower["x-authenticated-subject"] == "alice"
+        assert "authorization" not in lower, "the caller's token must not reach the backend"
+        # A browser's preflight for a request-reply route is answered before auth.
+        pre = requests.options(url(guarded, path), headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, idempotency-key"}, timeout=5)
+        assert pre.status_code == 200
+        assert "PATCH" in pre.headers["access-control-allow-methods"]
+        # The LFS API takes the same tokens.
+        lfs = requests.post(url(guarded, "/lfs/produce"), data=b"blob",
+                            headers={"X-Kafka-Topic": rr["topics"]["dlq"]}, timeout=15)
+        assert lfs.status_code == 401
+    finally:
+        log = guarded.read_log()
+        guarded.stop()
+    assert "jwt-test-secret" not in log
