@@ -522,3 +522,63 @@ def test_jwt_guards_request_reply_and_names_the_caller_to_the_backend(rr):
         log = guarded.read_log()
         guarded.stop()
     assert "jwt-test-secret" not in log
+
+
+def test_processor_shares_a_group_with_a_kafka_python_consumer(rr):
+    """The group protocol is Kafka's: a kafka-python consumer in the same
+    group gets the other partition, and the processor answers only the
+    requests on its own."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kafka import KafkaConsumer
+
+    tag = uuid.uuid4().hex[:6]
+    topic, group = f"rr-interop-{tag}", f"rr-interop-group-{tag}"
+    admin = AdminClient({"bootstrap.servers": rr["tansu"].address})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(15)
+    config = rr["workdir"] / f"interop-{tag}.yaml"
+    config.write_text(f"topics:\n  - request_topic: {topic}\n    response_topic: {rr['topics']['rep']}\n"
+                      f"    backend_url: http://127.0.0.1:{rr['backend'].port}\n    consumer_group: {group}\n")
+    processor = ProcessorProc(rr["workdir"], rr["tansu"].address, config)
+    other = None
+    try:
+        processor.wait_ready()
+        other = KafkaConsumer(topic, bootstrap_servers=rr["tansu"].address, group_id=group,
+                              auto_offset_reset="earliest", enable_auto_commit=False,
+                              consumer_timeout_ms=500)
+        deadline = time.time() + 60
+        while time.time() < deadline and not other.assignment():
+            other.poll(timeout_ms=200)
+        theirs = {tp.partition for tp in other.assignment()}
+        assert len(theirs) == 1, theirs
+        # Let the processor finish its rejoin before producing.
+        deadline = time.time() + 30
+        while time.time() < deadline and (
+                processor.metric("kafka_lfs_proxy_processor_rebalances_total") < 2
+                or processor.http("/readyz").status_code != 200):
+            other.poll(timeout_ms=200)
+        producer = Producer({"bootstrap.servers": rr["tansu"].address})
+        ids = {}
+        for p in (0, 1):
+            cid = str(uuid.uuid4())
+            ids[p] = cid
+            producer.produce(topic, b"to partition %d" % p, partition=p, headers=[
+                (":method", b"POST"), (":path", f"/api/echo/interop-{tag}-{p}".encode()),
+                ("zilla:correlation-id", cid.encode()),
+                ("zilla:reply-to", rr["topics"]["rep"].encode())])
+        producer.flush(10)
+        got = []
+        deadline = time.time() + 20
+        while time.time() < deadline and not got:
+            for records in other.poll(timeout_ms=500).values():
+                got.extend(records)
+        assert [r.partition for r in got] == list(theirs)
+        mine = ({0, 1} - theirs).pop()
+        reply = requests.get(url(rr["b"], f"/rr/replies/{rr['topics']['rep']}/{ids[mine]}"),
+                             headers={"Prefer": "wait=10"}, timeout=15)
+        assert (reply.status_code, reply.content) == (201, b"to partition %d" % mine)
+        assert rr["backend"].requests_to(f"interop-{tag}-{theirs.pop()}") == []
+    finally:
+        if other is not None:
+            other.close()
+        processor.stop()
