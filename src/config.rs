@@ -839,6 +839,21 @@ impl Settings {
         })
     }
 
+    /// A `Cluster` for one of the proxy's own Kafka clients (the HTTP
+    /// producer, the reply listener, the processor's consumers).
+    pub fn own_cluster(
+        &self,
+        upstream: &std::sync::Arc<crate::kafka::upstream::UpstreamSecurity>,
+    ) -> crate::kafka::cluster::Cluster {
+        crate::kafka::cluster::Cluster::new(
+            std::sync::Arc::clone(upstream),
+            self.bootstrap(),
+            self.upstream_connect_timeout(),
+            std::time::Duration::from_millis(self.produce_timeout_ms),
+            self.max_frame_size,
+        )
+    }
+
     /// The bearer-JWT verifier, when a key or secret is configured.
     pub fn http_jwt(&self) -> Result<Option<crate::http::jwt::JwtVerifier>, SettingError> {
         use crate::http::jwt::JwtVerifier;

@@ -21,30 +21,13 @@ fn main() -> ExitCode {
                 eprintln!("kafka-lfs-proxy: {error}");
                 return ExitCode::from(2);
             }
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(error) => {
-                    eprintln!("kafka-lfs-proxy: cannot start runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run(cli.settings)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("kafka-lfs-proxy: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on("kafka-lfs-proxy", run(cli.settings))
         }
     }
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&settings.log_level))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(&settings.log_level);
     let prometheus = metrics::install();
     let lfs = settings.lfs()?;
     let upstream = std::sync::Arc::new(settings.upstream_security()?);
@@ -155,6 +138,35 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `work` on a new multi-threaded runtime; errors are printed under
+/// `name` and exit 1.
+fn block_on(name: &str, work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("{name}: cannot start runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to standard error, filtered by `level` (EnvFilter syntax).
+fn init_logging(level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// SIGTERM or Ctrl-C.
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

@@ -144,6 +144,22 @@ fn describe() {
     );
 }
 
+/// Adds one to a gauge until dropped (work in flight).
+pub struct GaugeGuard(&'static str);
+
+impl GaugeGuard {
+    pub fn increment(name: &'static str) -> Self {
+        metrics::gauge!(name).increment(1.0);
+        GaugeGuard(name)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
 /// The API name used as a label (`unknown` for keys the proxy does not know).
 pub fn api_label(api_key: i16) -> &'static str {
     static NAMES: OnceLock<Vec<(i16, &'static str)>> = OnceLock::new();

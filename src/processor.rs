@@ -39,20 +39,7 @@ pub fn main(args: ProcessorArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("kafka-lfs-proxy processor: cannot start runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args, config, settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("kafka-lfs-proxy processor: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::block_on("kafka-lfs-proxy processor", run(args, config, settings))
 }
 
 fn load(args: &ProcessorArgs) -> anyhow::Result<ProcessorConfig> {
@@ -82,11 +69,7 @@ async fn run(
     config: ProcessorConfig,
     settings: kafka_lfs_proxy::config::Settings,
 ) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&settings.log_level))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    super::init_logging(&settings.log_level);
     let prometheus = metrics::install();
     settings.validate()?;
     let upstream = Arc::new(settings.upstream_security()?);
@@ -133,7 +116,7 @@ async fn run(
             .await
     });
     let work = tokio::spawn(Arc::clone(&processor).run(stopped));
-    wait_for_signal().await;
+    super::wait_for_signal().await;
     tracing::info!("shutting down: finishing requests in hand, leaving the groups");
     let _ = stop.send(true);
     let _ = tokio::time::timeout(settings.shutdown_timeout(), work).await;
@@ -154,13 +137,4 @@ async fn readyz(State(m): State<Arc<Management>>) -> (StatusCode, &'static str) 
 
 async fn render_metrics(State(m): State<Arc<Management>>) -> String {
     m.metrics.render()
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -72,13 +72,7 @@ impl Sidecar {
         jwt: Option<jwt::JwtVerifier>,
     ) -> Arc<Self> {
         let sidecar = Arc::new(Sidecar {
-            producer: Producer::new(
-                Arc::clone(&proxy.upstream),
-                settings.bootstrap(),
-                settings.upstream_connect_timeout(),
-                Duration::from_millis(settings.produce_timeout_ms),
-                settings.max_frame_size,
-            ),
+            producer: Producer::new(settings.own_cluster(&proxy.upstream)),
             api_keys: settings
                 .http_api_keys()
                 .iter()

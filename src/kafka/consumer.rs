@@ -442,14 +442,12 @@ pub fn decode_records(
 ) -> (Vec<ConsumedRecord>, i64) {
     let mut out = Vec::new();
     let mut next = position;
-    let mut rest = records.clone();
-    while rest.len() >= 61 {
-        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        let total = 12usize.saturating_add(len.max(0) as usize);
-        if len < 49 || total > rest.len() {
+    let (whole, _partial) = super::batches::split_whole(records);
+    for batch in whole {
+        // A v2 batch header is 61 bytes; anything shorter is not one.
+        if batch.len() < 61 {
             break;
         }
-        let batch = rest.split_to(total);
         let base = i64::from_be_bytes(batch[0..8].try_into().unwrap_or_default());
         let last_delta = i32::from_be_bytes(batch[23..27].try_into().unwrap_or_default());
         let attributes = i16::from_be_bytes([batch[21], batch[22]]);

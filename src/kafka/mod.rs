@@ -2,6 +2,7 @@
 //! sessions, and the proxy's own client calls.
 
 pub mod addresses;
+pub mod batches;
 pub mod client;
 pub mod client_sasl;
 pub mod cluster;

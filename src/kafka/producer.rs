@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -31,7 +30,6 @@ use tokio::sync::Mutex;
 
 use super::cluster::{CallError, Cluster};
 use super::partitioner;
-use super::upstream::UpstreamSecurity;
 
 const PRODUCE_VERSION: i16 = 7;
 /// How long a topic's partition count and leaders are trusted.
@@ -126,21 +124,11 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub fn new(
-        upstream: Arc<UpstreamSecurity>,
-        bootstrap: Vec<String>,
-        connect_timeout: Duration,
-        request_timeout: Duration,
-        max_frame_size: usize,
-    ) -> Self {
+    /// A producer that reaches the brokers through `cluster` (its own:
+    /// the connections are held one request at a time).
+    pub fn new(cluster: Cluster) -> Self {
         Producer {
-            cluster: Cluster::new(
-                upstream,
-                bootstrap,
-                connect_timeout,
-                request_timeout,
-                max_frame_size,
-            ),
+            cluster,
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicU32::new(0),
         }

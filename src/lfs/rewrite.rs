@@ -251,18 +251,8 @@ impl RawBatch {
 /// bytes that do not form a batch stay attached to the last piece, so
 /// nothing is ever dropped.
 fn split_batches(records: &Bytes) -> Vec<RawBatch> {
-    let mut out = Vec::new();
-    let mut rest = records.clone();
-    while rest.len() >= 12 {
-        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        let total = 12usize.saturating_add(len.max(0) as usize);
-        if len < 0 || total > rest.len() {
-            break;
-        }
-        out.push(RawBatch {
-            bytes: rest.split_to(total),
-        });
-    }
+    let (whole, rest) = crate::kafka::batches::split_whole(records);
+    let mut out: Vec<RawBatch> = whole.into_iter().map(|bytes| RawBatch { bytes }).collect();
     if !rest.is_empty() {
         out.push(RawBatch { bytes: rest });
     }

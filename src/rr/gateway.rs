@@ -16,7 +16,7 @@
 //! `listener`), so a reply cannot arrive unseen.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -97,29 +97,6 @@ fn idempotent_id(caller: &Caller, request_topic: &str, key: &str) -> String {
         .to_string()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Counts the call as in flight until dropped.
-struct InFlight;
-
-impl InFlight {
-    fn start() -> Self {
-        metrics::gauge!(m::RR_IN_FLIGHT).increment(1.0);
-        InFlight
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        metrics::gauge!(m::RR_IN_FLIGHT).decrement(1.0);
-    }
-}
-
 fn outcome(route: &str, outcome: &'static str) {
     metrics::counter!(m::RR_REQUESTS_TOTAL, "route" => route.to_owned(), "outcome" => outcome)
         .increment(1);
@@ -167,7 +144,7 @@ impl Gateway {
         parts: http::request::Parts,
         body: Body,
     ) -> Result<Response, Failure> {
-        let _in_flight = InFlight::start();
+        let _in_flight = m::GaugeGuard::increment(m::RR_IN_FLIGHT);
         for topic in [&target.request_topic, &target.reply_topic] {
             crate::http::target::topic(Some(topic), sidecar.topic_max_length)
                 .map_err(|e| (e, "invalid"))?;
@@ -323,7 +300,7 @@ impl Gateway {
             ),
             (
                 wire::DEADLINE.to_owned(),
-                Bytes::from((now_ms() + target.timeout.as_millis() as i64).to_string()),
+                Bytes::from((wire::now_ms() + target.timeout.as_millis() as i64).to_string()),
             ),
         ];
         if let Some(d) = digest {
@@ -384,8 +361,8 @@ pub async fn reply(
             let (s, n) = t.to_unix();
             s as i64 * 1000 + i64::from(n / 1_000_000)
         })
-        .unwrap_or_else(|| now_ms() - ttl.as_millis() as i64);
-    if now_ms() - made_ms > ttl.as_millis() as i64 + 60_000 {
+        .unwrap_or_else(|| wire::now_ms() - ttl.as_millis() as i64);
+    if wire::now_ms() - made_ms > ttl.as_millis() as i64 + 60_000 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::kafka::cluster::Cluster;
 use crate::kafka::producer::Producer;
 use crate::kafka::upstream::UpstreamSecurity;
 use gateway::Gateway;
@@ -53,13 +52,7 @@ pub fn gateway_from_settings(
         Duration::from_secs(settings.rr_reply_ttl_sec),
         settings.rr_reply_cache_bytes,
     ));
-    let cluster = Arc::new(Cluster::new(
-        Arc::clone(upstream),
-        settings.bootstrap(),
-        settings.upstream_connect_timeout(),
-        Duration::from_millis(settings.produce_timeout_ms),
-        settings.max_frame_size,
-    ));
+    let cluster = Arc::new(settings.own_cluster(upstream));
     let listener = listener::ReplyListener::start(
         cluster,
         Arc::clone(&book),
@@ -72,13 +65,7 @@ pub fn gateway_from_settings(
         routes: table,
         book,
         listener,
-        producer: Producer::new(
-            Arc::clone(upstream),
-            settings.bootstrap(),
-            settings.upstream_connect_timeout(),
-            Duration::from_millis(settings.produce_timeout_ms),
-            settings.max_frame_size,
-        ),
+        producer: Producer::new(settings.own_cluster(upstream)),
         max_body: settings.rr_max_body_bytes,
         max_wait: Duration::from_secs(settings.rr_max_wait_sec),
     })))

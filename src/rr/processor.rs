@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{watch, Semaphore};
@@ -49,14 +49,14 @@ pub struct KafkaAccess {
 }
 
 impl KafkaAccess {
-    fn cluster(&self) -> Arc<Cluster> {
-        Arc::new(Cluster::new(
+    fn new_cluster(&self) -> Cluster {
+        Cluster::new(
             Arc::clone(&self.upstream),
             self.bootstrap.clone(),
             self.connect_timeout,
             self.request_timeout,
             self.max_frame_size,
-        ))
+        )
     }
 }
 
@@ -69,13 +69,6 @@ pub struct Processor {
     rate: HashMap<String, Arc<RateLimit>>,
     groups_ready: AtomicUsize,
     group_count: usize,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Processor {
@@ -100,13 +93,7 @@ impl Processor {
             .collect::<BTreeSet<_>>()
             .len();
         Ok(Arc::new(Processor {
-            producer: Producer::new(
-                Arc::clone(&kafka.upstream),
-                kafka.bootstrap.clone(),
-                kafka.connect_timeout,
-                kafka.request_timeout,
-                kafka.max_frame_size,
-            ),
+            producer: Producer::new(kafka.new_cluster()),
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
             kafka,
@@ -148,7 +135,7 @@ impl Processor {
         topics: Vec<String>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let group_cluster = self.kafka.cluster();
+        let group_cluster = Arc::new(self.kafka.new_cluster());
         let timeouts = GroupTimeouts {
             session: self.kafka.session_timeout,
             rebalance: self.kafka.session_timeout,
@@ -160,7 +147,7 @@ impl Processor {
             timeouts,
         );
         let mut consumer = PartitionConsumer::new(
-            self.kafka.cluster(),
+            Arc::new(self.kafka.new_cluster()),
             self.kafka.fetch_wait,
             (self.kafka.max_frame_size / 4).max(1 << 20),
         );
@@ -333,7 +320,7 @@ impl Processor {
         let Some(config) = self.config.topic(&topic) else {
             return;
         };
-        let _busy = Busy::start();
+        let _busy = m::GaugeGuard::increment(m::PROCESSOR_IN_FLIGHT);
         let outcome = self.serve(config, &record).await;
         metrics::counter!(m::PROCESSOR_REQUESTS_TOTAL, "topic" => topic.clone(), "outcome" => outcome)
             .increment(1);
@@ -359,7 +346,7 @@ impl Processor {
         let deadline = record
             .header_str(wire::DEADLINE)
             .and_then(|d| d.trim().parse::<i64>().ok());
-        if deadline.is_some_and(|d| now_ms() >= d) {
+        if deadline.is_some_and(|d| wire::now_ms() >= d) {
             metrics::counter!(m::PROCESSOR_EXPIRED_TOTAL, "topic" => config.request_topic.clone())
                 .increment(1);
             tracing::info!(correlation_id = id, topic = %record.topic, "request past its deadline; dropped unsent");
@@ -487,7 +474,7 @@ impl Processor {
             attempt += 1;
             let mut timeout = config.timeout;
             if let Some(d) = deadline {
-                let left = d - now_ms();
+                let left = d - wire::now_ms();
                 if left <= 0 {
                     return BackendOutcome::Expired;
                 }
@@ -519,7 +506,7 @@ impl Processor {
             metrics::histogram!(m::PROCESSOR_BACKEND_SECONDS, "topic" => config.request_topic.clone())
                 .record(started.elapsed().as_secs_f64());
             let give_up = attempt >= config.max_retries
-                || deadline.is_some_and(|d| now_ms() + backoff.as_millis() as i64 >= d);
+                || deadline.is_some_and(|d| wire::now_ms() + backoff.as_millis() as i64 >= d);
             match result {
                 Ok((status, headers, body)) if status < 500 || give_up => {
                     return BackendOutcome::Answered {
@@ -674,22 +661,6 @@ async fn heartbeat(
             }
             Err(error) => tracing::warn!(%error, "heartbeat failed"),
         }
-    }
-}
-
-/// Counts requests in hand until dropped.
-struct Busy;
-
-impl Busy {
-    fn start() -> Self {
-        metrics::gauge!(m::PROCESSOR_IN_FLIGHT).increment(1.0);
-        Busy
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        metrics::gauge!(m::PROCESSOR_IN_FLIGHT).decrement(1.0);
     }
 }
 

@@ -69,6 +69,14 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
+/// Now as epoch milliseconds, the unit of `rr:deadline`.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Whether an HTTP header may travel in a record (either direction).
 pub fn is_end_to_end(name: &str) -> bool {
     !HOP_BY_HOP.contains(&name) && !name.contains(':')

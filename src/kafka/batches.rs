@@ -1,0 +1,48 @@
+//! Record batches as they sit in a records field (Produce request, Fetch
+//! response): each v2 batch begins with its base offset (8 bytes) and its
+//! length (4 bytes, counting what follows), so batches are found without
+//! decoding them.
+
+use bytes::Bytes;
+
+/// The whole batches at the front of `records`, and what is left after
+/// them: a partial batch (a Fetch cut at its byte limit) or bytes that do
+/// not form one.
+pub fn split_whole(records: &Bytes) -> (Vec<Bytes>, Bytes) {
+    let mut out = Vec::new();
+    let mut rest = records.clone();
+    while rest.len() >= 12 {
+        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let total = 12usize.saturating_add(len.max(0) as usize);
+        if len < 0 || total > rest.len() {
+            break;
+        }
+        out.push(rest.split_to(total));
+    }
+    (out, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_by_length_and_keeps_the_rest() {
+        let mut field = Vec::new();
+        for body in [&b"abc"[..], b"defgh"] {
+            field.extend_from_slice(&0i64.to_be_bytes());
+            field.extend_from_slice(&(body.len() as i32).to_be_bytes());
+            field.extend_from_slice(body);
+        }
+        field.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let (whole, rest) = split_whole(&Bytes::from(field));
+        assert_eq!(whole.len(), 2);
+        assert_eq!(&whole[1][12..], b"defgh");
+        assert_eq!(rest.len(), 11);
+        let (whole, rest) = split_whole(&Bytes::from_static(&[0xff; 20]));
+        assert!(
+            whole.is_empty() && rest.len() == 20,
+            "a negative length is not a batch"
+        );
+    }
+}
