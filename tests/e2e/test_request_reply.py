@@ -582,3 +582,37 @@ def test_processor_shares_a_group_with_a_kafka_python_consumer(rr):
         if other is not None:
             other.close()
         processor.stop()
+
+
+def test_header_route_as_kafka_http_proxy_behind_nginx(rr):
+    """`X-Kafka-Topic` / `X-Kafka-Reply-Topic` pick the topics for any path no
+    route takes; a reply topic first named by a request is read before the
+    request is produced (here one that does not exist yet)."""
+    env = dict(rr["env"])
+    env["KAFSCALE_LFS_PROXY_RR_HEADER_ROUTE"] = "true"
+    gateway = Proxy(rr["tansu"].address, rr["workdir"], capture=False, env=env)
+    try:
+        gateway.wait_ready()
+        fresh_reply_topic = f"rr-fresh-replies-{uuid.uuid4().hex[:6]}"
+        marker = uuid.uuid4().hex[:8]
+        r = requests.post(url(gateway, f"/orders/{marker}?page=2"), data=b"via headers",
+                          headers={"X-Kafka-Topic": rr["topics"]["req"],
+                                   "X-Kafka-Reply-Topic": fresh_reply_topic}, timeout=20)
+        assert (r.status_code, r.content) == (201, b"via headers")
+        (method, path, headers, body), = rr["backend"].requests_to(marker)
+        assert (method, path, body) == ("POST", f"/orders/{marker}?page=2", b"via headers")
+        lower = {k.lower() for k in headers}
+        assert "x-kafka-topic" not in lower and "x-kafka-reply-topic" not in lower
+        bad = requests.post(url(gateway, "/x"), data=b"", headers={"X-Kafka-Topic": "no spaces allowed"},
+                            timeout=5)
+        assert bad.status_code == 400 and bad.json()["code"] == "invalid_topic"
+        # Configured routes still win over the header route.
+        routed = requests.get(url(gateway, "/api/echo/still-routed"), timeout=15)
+        assert routed.status_code == 200
+        # And the LFS API is not swallowed by it.
+        lfs = requests.get(url(gateway, "/lfs/produce"), timeout=5)
+        assert lfs.status_code == 405
+    finally:
+        log = gateway.read_log()
+        gateway.stop()
+    assert "panicked" not in log
