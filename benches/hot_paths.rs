@@ -1,25 +1,34 @@
-//! What the LFS check costs on ordinary traffic: `rewrite_produce` on a
-//! Produce request of 1000 × 1 KiB records with no LFS record, which must
-//! answer "forward the original bytes". Compared with copying the frame
-//! once (the least a proxy that looks at a request could do).
+//! The proxy's hot paths, each next to the least work it could be compared
+//! with:
+//! - `frame_peek`: the request-header peek every frame gets;
+//! - `ordinary_produce_1000x1KiB`: the "does this Produce hold an LFS
+//!   record" check (`rewrite_produce` answering "forward the original
+//!   bytes"), against copying the frame once;
+//! - `batch_rebuild_1000x1KiB`: decoding and re-encoding a batch with each
+//!   codec (what an LFS batch costs besides the upload);
+//! - `envelope_encode`: the JSON envelope;
+//! - `sha256_64MiB`: the digest every LFS value and upload gets (the CPU's
+//!   SHA-NI limit is about 1 GB/s per core).
 //!
-//! Run: cargo bench --bench produce_scan
+//! Run: cargo bench --bench hot_paths
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kafka_lfs_proxy::kafka::frame::{peek_request_header, Frame};
 use kafka_lfs_proxy::lfs::checksum::ChecksumAlg;
+use kafka_lfs_proxy::lfs::checksum::StreamingDigest;
+use kafka_lfs_proxy::lfs::envelope::Envelope;
 use kafka_lfs_proxy::lfs::rewrite::{rewrite_produce, Lfs, TopicFilter};
 use kafka_lfs_proxy::lfs::store::BlobStore;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-fn produce_frame(compression: Compression) -> Frame {
-    let records: Vec<Record> = (0..1000)
+fn records() -> Vec<Record> {
+    (0..1000)
         .map(|i| Record {
             transactional: false,
             control: false,
@@ -44,7 +53,11 @@ fn produce_frame(compression: Compression) -> Frame {
             .into_iter()
             .collect(),
         })
-        .collect();
+        .collect()
+}
+
+fn batch(compression: Compression) -> Bytes {
+    let records = records();
     let mut batch = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut batch,
@@ -55,6 +68,10 @@ fn produce_frame(compression: Compression) -> Frame {
         },
     )
     .unwrap();
+    batch.freeze()
+}
+
+fn produce_frame(compression: Compression) -> Frame {
     let request = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(30000)
@@ -62,7 +79,7 @@ fn produce_frame(compression: Compression) -> Frame {
             .with_name(TopicName(StrBytes::from_static_str("events")))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(batch.freeze()))])]);
+                .with_records(Some(batch(compression)))])]);
     let mut body = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(0)
@@ -107,6 +124,72 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    let frame = produce_frame(Compression::None);
+    let body = frame.body();
+    let mut group = c.benchmark_group("frame_peek");
+    group.bench_function("produce_request_header", |b| {
+        b.iter(|| peek_request_header(&body).unwrap())
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("batch_rebuild_1000x1KiB");
+    group.throughput(Throughput::Bytes(1000 * 1024));
+    for (name, compression) in [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let encoded = batch(compression);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let set = RecordBatchDecoder::decode(&mut encoded.clone()).unwrap();
+                let mut out = BytesMut::with_capacity(encoded.len());
+                RecordBatchEncoder::encode(
+                    &mut out,
+                    set.records.iter(),
+                    &RecordEncodeOptions {
+                        version: set.version,
+                        compression: set.compression,
+                    },
+                )
+                .unwrap();
+                out
+            })
+        });
+    }
+    group.finish();
+
+    let envelope = Envelope {
+        kfs_lfs: 1,
+        bucket: "media".into(),
+        key: "default/events/lfs/2026/11/22/obj-4f1c7a52-9a3e-4d7e-b3c1-0e2a1f6d9b11".into(),
+        size: 268_435_456,
+        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        checksum: None,
+        checksum_alg: None,
+        content_type: "application/octet-stream".into(),
+        created_at: "2026-11-22T07:00:00Z".into(),
+        proxy_id: "proxy-0".into(),
+    };
+    c.bench_function("envelope_encode", |b| b.iter(|| envelope.to_json()));
+
+    let data: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut group = c.benchmark_group("sha256_64MiB");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function("streaming_digest_1MiB_pieces", |b| {
+        b.iter(|| {
+            let mut d = StreamingDigest::new(ChecksumAlg::Sha256);
+            for piece in data.chunks(1024 * 1024) {
+                d.update(piece);
+            }
+            d.finish()
+        })
+    });
     group.finish();
 }
 

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""The whole-system benchmark: one command, loopback only, bounded in time.
+
+Starts tansu, SeaweedFS and the release proxy (and `tansu proxy` as a peer)
+and measures, side by side in the same run:
+
+- ordinary produce of 1 KiB records, acks=1 and acks=all: records/s
+  (confluent-kafka, linger 5 ms) and the latency of one record at a time
+  (produce + flush, p50/p99), direct to tansu, through this proxy and
+  through `tansu proxy`;
+- consume throughput of the same records, direct and through both proxies;
+- LFS produce of 1, 16 and 256 MiB values through the Kafka path into S3,
+  against a plain PUT of the same bytes to the same bucket (boto3), with
+  the proxy's peak RSS;
+- `/lfs/produce` + `/lfs/download` of 1 GiB (benches/http_rss.py) and
+  request-reply at concurrency 1-256 (benches/request_reply.py).
+
+Writes target/bench/system.json and target/bench/system.md and prints the
+markdown. Usage:
+  cargo build --release && .venv/bin/python benches/system.py [--quick]
+(--quick: fewer records, smaller values, no 1 GiB and shorter steps.)
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("KAFKA_LFS_PROXY_BIN", str(REPO / "target" / "release" / "kafka-lfs-proxy"))
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+import conftest  # noqa: E402
+
+QUICK = "--quick" in sys.argv
+RECORDS = 20_000 if QUICK else 100_000
+LATENCY_SAMPLES = 200 if QUICK else 1000
+LFS_SIZES_MIB = [1, 16] if QUICK else [1, 16, 256]
+VALUE = bytes((i * 31) % 251 for i in range(1024))
+
+
+def vm_hwm_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def pct(sorted_values, q):
+    return round(sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))], 3)
+
+
+class TansuProxy:
+    """`tansu proxy` in front of the broker: the peer to compare with."""
+
+    def __init__(self, work, origin):
+        self.port = conftest.free_port()
+        self.log = open(work / f"tansu-proxy-{self.port}.log", "wb")
+        self.proc = subprocess.Popen(
+            [conftest.tansu_bin(), "proxy", "--listener-url", f"tcp://127.0.0.1:{self.port}",
+             "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}",
+             "--origin-url", f"tcp://{origin}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        conftest.wait_port("127.0.0.1", self.port)
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def create_topic(bootstrap, name, partitions=1):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the result
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(15)
+
+
+def produce_throughput(bootstrap, topic, acks):
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5,
+                  "queue.buffering.max.messages": 1_000_000, "enable.idempotence": False})
+    p.produce(topic, VALUE)
+    p.flush(30)
+    failed = [0]
+
+    def report(err, _msg):
+        if err is not None:
+            failed[0] += 1
+
+    t0 = time.perf_counter()
+    for _ in range(RECORDS):
+        while True:
+            try:
+                p.produce(topic, VALUE, on_delivery=report)
+                break
+            except BufferError:
+                p.poll(0.01)
+        p.poll(0)
+    p.flush(120)
+    elapsed = time.perf_counter() - t0
+    assert failed[0] == 0, f"{failed[0]} records failed"
+    return round(RECORDS / elapsed)
+
+
+def produce_latency(bootstrap, topic, acks):
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 0,
+                  "enable.idempotence": False})
+    p.produce(topic, VALUE)
+    p.flush(30)
+    out = []
+    for _ in range(LATENCY_SAMPLES):
+        t0 = time.perf_counter()
+        p.produce(topic, VALUE)
+        p.flush(30)
+        out.append((time.perf_counter() - t0) * 1000)
+    out.sort()
+    return {"p50_ms": pct(out, 0.5), "p99_ms": pct(out, 0.99)}
+
+
+def consume_throughput(bootstrap, topic, expected):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-" + uuid.uuid4().hex[:6],
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = 0
+    t0 = time.perf_counter()
+    deadline = time.time() + 120
+    while got < expected and time.time() < deadline:
+        for m in c.consume(10_000, 1.0):
+            if not m.error():
+                got += 1
+    elapsed = time.perf_counter() - t0
+    c.close()
+    assert got >= expected, f"consumed {got} of {expected}"
+    return round(got / elapsed)
+
+
+def kafka_section(paths, tansu_address):
+    rows = []
+    # Records are written direct once per acks setting and read back on
+    # every path, so each path consumes the same log.
+    for acks in ("1", "all"):
+        for name, bootstrap in paths.items():
+            topic = f"bench-{acks}-{name}-{uuid.uuid4().hex[:6]}"
+            create_topic(tansu_address, topic)
+            row = {"what": "produce 1 KiB", "acks": acks, "path": name}
+            try:
+                row["records_per_s"] = produce_throughput(bootstrap, topic, acks)
+                row.update(produce_latency(bootstrap, topic, acks))
+            except Exception as e:  # a peer that fails is reported, not fatal
+                row["error"] = str(e)[:200]
+            rows.append(row)
+    topic = f"bench-consume-{uuid.uuid4().hex[:6]}"
+    create_topic(tansu_address, topic)
+    produce_throughput(tansu_address, topic, "1")
+    for name, bootstrap in paths.items():
+        row = {"what": "consume 1 KiB", "path": name}
+        try:
+            row["records_per_s"] = consume_throughput(bootstrap, topic, RECORDS)
+        except Exception as e:
+            row["error"] = str(e)[:200]
+        rows.append(row)
+    return rows
+
+
+def lfs_section(work, tansu_address, s3):
+    import boto3
+    from confluent_kafka import Producer
+
+    env = s3.proxy_env()
+    env.update({"KAFSCALE_LFS_PROXY_MAX_FRAME_SIZE": str(400 * 1024 * 1024),
+                "KAFSCALE_LFS_PROXY_LOG_LEVEL": "warn"})
+    proxy = conftest.Proxy(tansu_address, work, capture=False, env=env)
+    client = s3.client()
+    rows = []
+    try:
+        proxy.wait_ready(30)
+        topic = f"bench-lfs-{uuid.uuid4().hex[:6]}"
+        create_topic(tansu_address, topic)
+        p = Producer({"bootstrap.servers": proxy.bootstrap, "message.max.bytes": 400 * 1024 * 1024,
+                      "acks": "all", "linger.ms": 0, "enable.idempotence": False,
+                      "socket.timeout.ms": 300_000, "message.timeout.ms": 300_000})
+        for size in LFS_SIZES_MIB:
+            value = os.urandom(size * 1024 * 1024)
+            runs = 3 if size <= 16 else 1
+            put = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                client.put_object(Bucket=s3.BUCKET, Key=f"bench/plain-{uuid.uuid4().hex}", Body=value)
+                put.append(time.perf_counter() - t0)
+            via = []
+            for _ in range(runs):
+                errors = []
+                t0 = time.perf_counter()
+                p.produce(topic, value, headers=[("LFS_BLOB", b"")],
+                          on_delivery=lambda err, _m: errors.append(err) if err else None)
+                p.flush(600)
+                via.append(time.perf_counter() - t0)
+                assert not errors, errors
+            best_put, best_via = min(put), min(via)
+            rows.append({"what": "LFS produce", "value_mib": size,
+                         "plain_put_mib_per_s": round(size / best_put, 1),
+                         "proxy_mib_per_s": round(size / best_via, 1),
+                         "ratio": round(best_put / best_via, 2),
+                         "proxy_peak_rss_mib": vm_hwm_mib(proxy.proc.pid)})
+    finally:
+        proxy.stop()
+    return rows
+
+
+def script_json(script, *args, timeout=900):
+    out = subprocess.run([sys.executable, str(REPO / "benches" / script), *args],
+                         capture_output=True, text=True, timeout=timeout, check=True).stdout
+    start = out.index("{")
+    end = start
+    depth = 0
+    for i, ch in enumerate(out[start:], start):
+        depth += ch == "{"
+        depth -= ch == "}"
+        if depth == 0:
+            end = i + 1
+            break
+    return json.loads(out[start:end])
+
+
+def markdown(result):
+    lines = [f"Machine: {result['machine']}; {result['date']}; "
+             f"`.venv/bin/python benches/system.py{' --quick' if QUICK else ''}`", ""]
+    lines += ["| What | Path | acks | records/s | vs direct | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    direct = {(r["what"], r.get("acks")): r for r in result["kafka"] if r["path"] == "direct"}
+    for r in result["kafka"]:
+        if "error" in r:
+            lines.append(f"| {r['what']} | {r['path']} | {r.get('acks', '')} | failed: {r['error']} | | | |")
+            continue
+        base = direct[(r["what"], r.get("acks"))]
+        ratio = round(r["records_per_s"] / base["records_per_s"], 2)
+        lines.append(f"| {r['what']} | {r['path']} | {r.get('acks', '')} | {r['records_per_s']} | {ratio}× | "
+                     f"{r.get('p50_ms', '')} | {r.get('p99_ms', '')} |")
+    lines += ["", "| LFS value | plain S3 PUT MiB/s | through the proxy MiB/s | ratio | proxy peak RSS MiB |",
+              "|---|---|---|---|---|"]
+    for r in result["lfs"]:
+        lines.append(f"| {r['value_mib']} MiB | {r['plain_put_mib_per_s']} | {r['proxy_mib_per_s']} | "
+                     f"{r['ratio']}× | {r['proxy_peak_rss_mib']} |")
+    if result.get("http"):
+        h = result["http"]
+        lines += ["", f"HTTP {h['object_mib']} MiB: upload {h['upload_mib_per_s']} MiB/s "
+                      f"({h['upload_vs_copy']}× a file copy), verified download {h['download_mib_per_s']} MiB/s "
+                      f"({h['download_vs_copy']}×), peak RSS {h['proxy_peak_rss_after_download_mib']} MiB"]
+    rr = result["request_reply"]
+    lines += ["", f"Request-reply (broker produce→consume p50 {rr['broker_produce_to_consume']['p50_ms']} ms):", "",
+              "| concurrency | requests/s | p50 ms | p99 ms |", "|---|---|---|---|"]
+    for s in rr["steps"]:
+        lines.append(f"| {s['concurrency']} | {s['requests_per_s']} | {s['p50_ms']} | {s['p99_ms']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="system-bench-"))
+    tansu = conftest.Tansu(work)
+    proxy = conftest.Proxy(tansu.address, work, capture=False,
+                           env={"KAFSCALE_LFS_PROXY_LOG_LEVEL": "warn"})
+    peer = TansuProxy(work, tansu.address)
+    s3 = None
+    try:
+        proxy.wait_ready()
+        paths = {"direct": tansu.address, "proxy": proxy.bootstrap, "tansu-proxy": peer.bootstrap}
+        result = {
+            "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}",
+            "date": time.strftime("%Y-%m-%d"),
+            "quick": QUICK,
+            "kafka": kafka_section(paths, tansu.address),
+        }
+        result["proxy_peak_rss_mib_kafka"] = vm_hwm_mib(proxy.proc.pid)
+        proxy.stop()
+        peer.stop()
+        s3 = conftest.SeaweedFS(work)
+        result["lfs"] = lfs_section(work, tansu.address, s3)
+    finally:
+        if proxy.proc.poll() is None:
+            proxy.stop()
+        if peer.proc.poll() is None:
+            peer.stop()
+        if s3 is not None:
+            s3.kill()
+        tansu.stop()
+    if not QUICK:
+        result["http"] = script_json("http_rss.py", "1024")
+    result["request_reply"] = script_json("request_reply.py", "3" if QUICK else "10")
+    out_dir = REPO / "target" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "system.json").write_text(json.dumps(result, indent=2))
+    md = markdown(result)
+    (out_dir / "system.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
