@@ -6,6 +6,9 @@
 //!   bytes"), against copying the frame once;
 //! - `batch_rebuild_1000x1KiB`: decoding and re-encoding a batch with each
 //!   codec (what an LFS batch costs besides the upload);
+//! - `fetch_response_check_1MiB`: the Fetch v16 response check for
+//!   KIP-951 `node_endpoints` (a full structural decode today), against
+//!   copying the frame once;
 //! - `envelope_encode`: the JSON envelope;
 //! - `sha256_64MiB`: the digest every LFS value and upload gets (the CPU's
 //!   SHA-NI limit is about 1 GB/s per core).
@@ -14,6 +17,7 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kafka_lfs_proxy::kafka::addresses::{rewrite_response, BrokerAddressMap};
 use kafka_lfs_proxy::kafka::frame::{peek_request_header, Frame};
 use kafka_lfs_proxy::lfs::checksum::ChecksumAlg;
 use kafka_lfs_proxy::lfs::checksum::StreamingDigest;
@@ -92,6 +96,24 @@ fn produce_frame(compression: Compression) -> Frame {
     Frame::from_body(&body)
 }
 
+/// A Fetch v16 response: one partition carrying the 1000 × 1 KiB batch.
+fn fetch_response_frame() -> Frame {
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader};
+    let response = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+        .with_partitions(vec![PartitionData::default()
+            .with_partition_index(0)
+            .with_high_watermark(1000)
+            .with_records(Some(batch(Compression::None)))])]);
+    let mut body = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(7)
+        .encode(&mut body, ApiKey::Fetch.response_header_version(16))
+        .unwrap();
+    response.encode(&mut body, 16).unwrap();
+    Frame::from_body(&body)
+}
+
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -161,6 +183,22 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    let fetch = fetch_response_frame();
+    let map = BrokerAddressMap::new("proxy.internal", 20000);
+    let mut group = c.benchmark_group("fetch_response_check_1MiB");
+    group.throughput(Throughput::Bytes(fetch.len() as u64));
+    group.bench_function("copy_frame", |b| {
+        b.iter(|| Bytes::copy_from_slice(fetch.wire()))
+    });
+    group.bench_function("node_endpoints_check", |b| {
+        b.iter(|| {
+            let out = rewrite_response(&map, ApiKey::Fetch, 16, fetch.clone()).unwrap();
+            assert!(out.brokers.is_empty());
+            out
+        })
+    });
     group.finish();
 
     let envelope = Envelope {
