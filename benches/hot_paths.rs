@@ -18,6 +18,7 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kafka_lfs_proxy::kafka::addresses::{rewrite_response, BrokerAddressMap};
+use kafka_lfs_proxy::kafka::batches::encode_v2;
 use kafka_lfs_proxy::kafka::frame::{peek_request_header, Frame};
 use kafka_lfs_proxy::lfs::checksum::ChecksumAlg;
 use kafka_lfs_proxy::lfs::checksum::StreamingDigest;
@@ -61,18 +62,7 @@ fn records() -> Vec<Record> {
 }
 
 fn batch(compression: Compression) -> Bytes {
-    let records = records();
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .unwrap();
-    batch.freeze()
+    encode_v2(&records(), compression).unwrap()
 }
 
 fn produce_frame(compression: Compression) -> Frame {

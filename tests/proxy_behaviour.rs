@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -14,9 +14,7 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName, VoteRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, TimestampType};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -90,17 +88,8 @@ fn one_record_batch(value: &str) -> Bytes {
         value: Some(Bytes::copy_from_slice(value.as_bytes())),
         headers: Default::default(),
     };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    kafka_lfs_proxy::kafka::batches::encode_v2(std::slice::from_ref(&record), Compression::None)
+        .unwrap()
 }
 
 #[test]

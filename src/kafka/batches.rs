@@ -3,7 +3,8 @@
 //! length (4 bytes, counting what follows), so batches are found without
 //! decoding them.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
 /// The whole batches at the front of `records`, and what is left after
 /// them: a partial batch (a Fetch cut at its byte limit) or bytes that do
@@ -20,6 +21,21 @@ pub fn split_whole(records: &Bytes) -> (Vec<Bytes>, Bytes) {
         out.push(rest.split_to(total));
     }
     (out, rest)
+}
+
+/// One v2 batch holding `records` (offsets as the records carry them),
+/// compressed with `compression`.
+pub fn encode_v2(records: &[Record], compression: Compression) -> Result<Bytes, anyhow::Error> {
+    let mut out = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )?;
+    Ok(out.freeze())
 }
 
 #[cfg(test)]

@@ -489,9 +489,7 @@ pub fn decode_records(
 mod tests {
     use bytes::BytesMut;
     use kafka_protocol::indexmap::IndexMap;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, TimestampType};
 
     use super::*;
 
@@ -515,17 +513,7 @@ mod tests {
                 headers: IndexMap::new(),
             })
             .collect();
-        let mut out = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut out,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
-        out.freeze()
+        crate::kafka::batches::encode_v2(&records, compression).unwrap()
     }
 
     fn values(records: &[ConsumedRecord]) -> Vec<(i64, String)> {

@@ -17,14 +17,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, TimestampType};
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 
@@ -290,15 +288,6 @@ fn encode_batch(record: &OutgoingRecord) -> Result<Bytes, ProduceError> {
         value: Some(record.value.clone()),
         headers,
     };
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        std::iter::once(&r),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| ProduceError::Encode(e.to_string()))?;
-    Ok(out.freeze())
+    super::batches::encode_v2(std::slice::from_ref(&r), Compression::None)
+        .map_err(|e| ProduceError::Encode(e.to_string()))
 }

@@ -495,17 +495,7 @@ mod tests {
     }
 
     fn batch(records: &[Record], compression: Compression) -> Bytes {
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        crate::kafka::batches::encode_v2(records, compression).unwrap()
     }
 
     fn produce_frame(version: i16, partitions: Vec<(&str, i32, Bytes)>) -> Frame {
