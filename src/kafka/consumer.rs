@@ -125,70 +125,77 @@ impl PartitionConsumer {
         Ok(out)
     }
 
-    /// Assigns `topic`'s partitions that are not assigned yet, each at
-    /// `start`; returns how many it added. A topic that does not exist
-    /// (and is not created) adds none: call again later.
-    pub async fn assign_topic(
+    /// Assigns every partition of `topics` that is not assigned yet, each
+    /// at `start` (one Metadata call for all); returns how many it added
+    /// per topic. A topic that does not exist (and is not created) adds
+    /// none: call again later.
+    pub async fn assign_topics(
         &mut self,
-        topic: &str,
+        topics: &[&str],
         start: StartAt,
         create: bool,
-    ) -> Result<usize, CallError> {
-        let layout = self.partition_counts(&[topic], create).await?;
-        let Some(parts) = layout.get(topic) else {
-            return Ok(0);
-        };
-        let name: Arc<str> = Arc::from(topic);
-        let wanted: Vec<(i32, i32)> = parts
-            .iter()
-            .filter(|(p, _)| !self.partitions.contains_key(&(Arc::clone(&name), *p)))
-            .copied()
-            .collect();
-        let mut added = 0;
-        for (partition, leader) in wanted {
-            let position = self.resolve(leader, &name, partition, start).await?;
-            self.partitions.insert(
-                (Arc::clone(&name), partition),
-                Assigned {
-                    position,
-                    leader,
-                    reset: start_reset(start),
-                },
-            );
-            added += 1;
+    ) -> Result<HashMap<String, usize>, CallError> {
+        let layout = self.partition_counts(topics, create).await?;
+        let mut added = HashMap::new();
+        for topic in topics {
+            let count = added.entry((*topic).to_owned()).or_insert(0);
+            let Some(parts) = layout.get(*topic) else {
+                continue;
+            };
+            let name: Arc<str> = Arc::from(*topic);
+            for (partition, leader) in parts {
+                let id = (Arc::clone(&name), *partition);
+                if self.partitions.contains_key(&id) {
+                    continue;
+                }
+                let position = self.resolve(*leader, &name, *partition, start).await?;
+                self.partitions.insert(
+                    id,
+                    Assigned {
+                        position,
+                        leader: *leader,
+                        reset: start_reset(start),
+                    },
+                );
+                *count += 1;
+            }
         }
         Ok(added)
     }
 
-    /// Assigns one partition at a known position, or at `reset` without one.
-    pub async fn assign_partition(
+    /// Assigns partitions `(topic, partition, position)` (one Metadata call
+    /// for all), each at its position, or at `reset` without one.
+    pub async fn assign_partitions(
         &mut self,
-        topic: &str,
-        partition: i32,
-        position: Option<i64>,
+        wanted: &[(String, i32, Option<i64>)],
         reset: StartAt,
     ) -> Result<(), CallError> {
-        let layout = self.partition_counts(&[topic], false).await?;
-        let leader = layout
-            .get(topic)
-            .and_then(|ps| ps.iter().find(|(p, _)| *p == partition))
-            .map(|(_, l)| *l)
-            .ok_or_else(|| {
-                CallError::Unavailable(format!("{topic}/{partition} has no leader yet"))
-            })?;
-        let name: Arc<str> = Arc::from(topic);
-        let position = match position {
-            Some(p) if p >= 0 => p,
-            _ => self.resolve(leader, &name, partition, reset).await?,
-        };
-        self.partitions.insert(
-            (name, partition),
-            Assigned {
-                position,
-                leader,
-                reset,
-            },
-        );
+        let mut topics: Vec<&str> = wanted.iter().map(|(t, _, _)| t.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let layout = self.partition_counts(&topics, false).await?;
+        for (topic, partition, position) in wanted {
+            let leader = layout
+                .get(topic)
+                .and_then(|ps| ps.iter().find(|(p, _)| p == partition))
+                .map(|(_, l)| *l)
+                .ok_or_else(|| {
+                    CallError::Unavailable(format!("{topic}/{partition} has no leader yet"))
+                })?;
+            let name: Arc<str> = Arc::from(topic.as_str());
+            let position = match position {
+                Some(p) if *p >= 0 => *p,
+                _ => self.resolve(leader, &name, *partition, reset).await?,
+            };
+            self.partitions.insert(
+                (name, *partition),
+                Assigned {
+                    position,
+                    leader,
+                    reset,
+                },
+            );
+        }
         Ok(())
     }
 

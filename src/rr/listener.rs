@@ -79,24 +79,21 @@ impl ReplyListener {
         self.ready.load(Ordering::Acquire)
     }
 
-    fn is_listening(&self, topic: &str) -> bool {
-        self.listening
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(topic)
+    /// The topics read now (a poisoned lock still holds a usable set).
+    fn listening(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.listening.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Returns once `topic` is read from `start` on (at once when it is
     /// already). Call before producing a request that names it.
     pub async fn ensure(&self, topic: &str, start: StartAt) -> Result<(), ListenError> {
-        if self.is_listening(topic) {
-            return Ok(());
-        }
-        let count = self
-            .listening
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
+        let count = {
+            let listening = self.listening();
+            if listening.contains(topic) {
+                return Ok(());
+            }
+            listening.len()
+        };
         if count >= self.max_topics {
             return Err(ListenError::TooMany(count));
         }
@@ -138,24 +135,25 @@ async fn run(
         };
         // 1. The configured topics, until all are positioned.
         if !unpositioned.is_empty() {
-            let mut left = BTreeSet::new();
-            for topic in std::mem::take(&mut unpositioned) {
-                match consumer.assign_topic(&topic, StartAt::Latest, true).await {
-                    Ok(0) => {
-                        missing.insert(topic.clone());
-                        mark(&this, &topic);
-                    }
-                    Ok(_) => mark(&this, &topic),
-                    Err(error) => {
-                        if !failing {
-                            tracing::warn!(%error, topic, "cannot position on reply topic; retrying");
+            let topics: Vec<&str> = unpositioned.iter().map(String::as_str).collect();
+            match consumer.assign_topics(&topics, StartAt::Latest, true).await {
+                Ok(added) => {
+                    for (topic, count) in added {
+                        if count == 0 {
+                            missing.insert(topic.clone());
                         }
-                        left.insert(topic);
+                        this.listening().insert(topic);
                     }
+                    unpositioned.clear();
+                    failing = false;
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, topics = ?topics, "cannot position on the reply topics; retrying");
+                    }
+                    failing = true;
                 }
             }
-            failing = !left.is_empty();
-            unpositioned = left;
             if unpositioned.is_empty() && !this.ready.swap(true, Ordering::AcqRel) {
                 tracing::info!("reply listener positioned on every configured reply topic");
                 metrics::gauge!(m::RR_LISTENER_READY).set(1.0);
@@ -163,16 +161,17 @@ async fn run(
         }
         // 2. Topics asked for by requests.
         while let Ok(Listen { topic, start, done }) = commands.try_recv() {
-            let outcome = match consumer.assign_topic(&topic, start, true).await {
-                Ok(0) => {
-                    missing.insert(topic.clone());
+            let outcome = match consumer.assign_topics(&[&topic], start, true).await {
+                Ok(added) => {
+                    if added.get(&topic) == Some(&0) {
+                        missing.insert(topic.clone());
+                    }
                     Ok(())
                 }
-                Ok(_) => Ok(()),
                 Err(e) => Err(e.to_string()),
             };
             if outcome.is_ok() {
-                mark(&this, &topic);
+                this.listening().insert(topic.clone());
                 tracing::info!(topic, ?start, "listening to reply topic");
             }
             let _ = done.send(outcome);
@@ -185,29 +184,23 @@ async fn run(
         };
         if last_refresh.elapsed() >= due {
             last_refresh = Instant::now();
-            let known: Vec<String> = this
-                .listening
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
-            for topic in known {
-                match consumer
-                    .assign_topic(&topic, StartAt::Earliest, false)
-                    .await
-                {
-                    Ok(added) if added > 0 => {
-                        missing.remove(&topic);
+            let known: Vec<String> = this.listening().iter().cloned().collect();
+            let topics: Vec<&str> = known.iter().map(String::as_str).collect();
+            match consumer
+                .assign_topics(&topics, StartAt::Earliest, false)
+                .await
+            {
+                Ok(added) => {
+                    for (topic, added) in added.into_iter().filter(|(_, n)| *n > 0) {
                         tracing::info!(
                             topic,
                             added,
                             "reading new reply partitions from their start"
                         );
+                        missing.remove(&topic);
                     }
-                    Ok(_) => {}
-                    Err(error) => tracing::debug!(%error, topic, "reply topic refresh failed"),
                 }
+                Err(error) => tracing::debug!(%error, "reply topic refresh failed"),
             }
         }
         if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -241,12 +234,4 @@ async fn run(
             }
         }
     }
-}
-
-fn mark(listener: &ReplyListener, topic: &str) {
-    listener
-        .listening
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(topic.to_owned());
 }

@@ -242,13 +242,21 @@ impl Processor {
     ) -> Result<(), GroupError> {
         consumer.unassign_all();
         let committed = membership.committed().await?;
-        for (topic, partitions) in &membership.generation().assignment {
-            for p in partitions {
-                let at = committed.get(&(topic.clone(), *p)).copied();
-                consumer
-                    .assign_partition(topic, *p, at, StartAt::Earliest)
-                    .await?;
-            }
+        let wanted: Vec<(String, i32, Option<i64>)> = membership
+            .generation()
+            .assignment
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions.iter().map(|p| {
+                    let at = committed.get(&(topic.clone(), *p)).copied();
+                    (topic.clone(), *p, at)
+                })
+            })
+            .collect();
+        if !wanted.is_empty() {
+            consumer
+                .assign_partitions(&wanted, StartAt::Earliest)
+                .await?;
         }
         Ok(())
     }
