@@ -313,6 +313,10 @@ impl Membership {
         &self.generation
     }
 
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
     /// One heartbeat; `Err(Rejoin)` when the group moved on.
     pub async fn heartbeat(&self) -> Result<(), GroupError> {
         let request = HeartbeatRequest::default()

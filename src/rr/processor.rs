@@ -279,7 +279,7 @@ impl Processor {
             let records = match consumer.poll().await {
                 Ok(r) => r,
                 Err(error) => {
-                    tracing::warn!(%error, group = membership_group(membership), "request fetch failed; retrying");
+                    tracing::warn!(%error, group = membership.group(), "request fetch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -598,10 +598,6 @@ impl Processor {
             }
         }
     }
-}
-
-fn membership_group(m: &Membership) -> String {
-    m.generation().member_id.clone()
 }
 
 enum BackendOutcome {
