@@ -211,9 +211,6 @@ impl Gateway {
                 .ensure(&target.reply_topic, StartAt::Latest)
                 .await
                 .map_err(|e| (listen_failed(e), "error"))?;
-            if digest.is_none() {
-                self.book.claim(&id, "");
-            }
             let record = self.request_record(
                 sidecar,
                 &target,
