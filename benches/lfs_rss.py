@@ -16,17 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("KAFKA_LFS_PROXY_BIN", str(REPO / "target" / "release" / "kafka-lfs-proxy"))
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-import conftest  # noqa: E402
-
-
-def vm_hwm_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+from bench_support import conftest, vm_hwm_kib
 
 
 def main():

@@ -14,7 +14,6 @@ Usage:
 """
 
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -25,24 +24,10 @@ from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("KAFKA_LFS_PROXY_BIN", str(REPO / "target" / "release" / "kafka-lfs-proxy"))
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-import conftest  # noqa: E402
+from bench_support import conftest, percentile, vm_hwm_mib
 from test_request_reply import Backend, ProcessorProc  # noqa: E402
 
 FETCH_WAIT_MS = 25
-
-
-def vm_hwm_mib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
-def percentile(sorted_ms, q):
-    return round(sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * q))], 1)
 
 
 def broker_round_trip(address, topic, n=200):

@@ -30,27 +30,13 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("KAFKA_LFS_PROXY_BIN", str(REPO / "target" / "release" / "kafka-lfs-proxy"))
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-import conftest  # noqa: E402
+from bench_support import REPO, conftest, percentile, vm_hwm_mib
 
 QUICK = "--quick" in sys.argv
 RECORDS = 20_000 if QUICK else 100_000
 LATENCY_SAMPLES = 200 if QUICK else 1000
 LFS_SIZES_MIB = [1, 16] if QUICK else [1, 16, 256]
 VALUE = bytes((i * 31) % 251 for i in range(1024))
-
-
-def vm_hwm_mib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
-def pct(sorted_values, q):
-    return round(sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))], 3)
 
 
 class TansuProxy:
@@ -122,7 +108,7 @@ def produce_latency(bootstrap, topic, acks):
         p.flush(30)
         out.append((time.perf_counter() - t0) * 1000)
     out.sort()
-    return {"p50_ms": pct(out, 0.5), "p99_ms": pct(out, 0.99)}
+    return {"p50_ms": percentile(out, 0.5), "p99_ms": percentile(out, 0.99)}
 
 
 def consume_throughput(bootstrap, topic, expected):
@@ -225,16 +211,9 @@ def lfs_section(work, tansu_address, s3):
 def script_json(script, *args, timeout=900):
     out = subprocess.run([sys.executable, str(REPO / "benches" / script), *args],
                          capture_output=True, text=True, timeout=timeout, check=True).stdout
-    start = out.index("{")
-    end = start
-    depth = 0
-    for i, ch in enumerate(out[start:], start):
-        depth += ch == "{"
-        depth -= ch == "}"
-        if depth == 0:
-            end = i + 1
-            break
-    return json.loads(out[start:end])
+    # The script prints its JSON object first; a table may follow it.
+    result, _ = json.JSONDecoder().raw_decode(out, out.index("{"))
+    return result
 
 
 def markdown(result):
