@@ -10,15 +10,16 @@ and measures, side by side in the same run:
   through `tansu proxy` (confluent-kafka);
 - consume throughput of the same records, direct and through both proxies;
 - LFS produce of 1, 16 and 256 MiB values through the Kafka path into S3,
-  against a plain PUT of the same bytes to the same bucket (boto3), with
-  the proxy's peak RSS (aiokafka: librdkafka cannot send 256 MiB);
+  against a plain object_store PUT of the same bytes to the same bucket
+  (examples/lfs_put.rs drives both), with the proxy's peak RSS;
 - `/lfs/produce` + `/lfs/download` of 1 GiB (benches/http_rss.py) and
   request-reply at concurrency 1-256 (benches/request_reply.py).
 
 Writes target/bench/system.json and target/bench/system.md and prints the
 markdown. Usage:
-  cargo build --release && .venv/bin/python benches/system.py [--quick]
-(--quick: fewer records, smaller values, no 1 GiB and shorter steps.)
+  cargo build --release --bins --examples && .venv/bin/python benches/system.py [--quick]
+(--quick: fewer records, smaller values, no 1 GiB and shorter steps;
+--only kafka,lfs,http,rr: some sections, written to system-<sections>.json/md.)
 """
 
 import json
@@ -159,50 +160,29 @@ def kafka_section(paths, tansu_address):
 
 
 def lfs_section(work, tansu_address, s3):
-    import asyncio
-
-    from aiokafka import AIOKafkaProducer
-
     env = s3.proxy_env()
     env.update({"KAFSCALE_LFS_PROXY_MAX_FRAME_SIZE": str(400 * 1024 * 1024),
                 "KAFSCALE_LFS_PROXY_LOG_LEVEL": "warn"})
     proxy = conftest.Proxy(tansu_address, work, capture=False, env=env)
-    client = s3.client()
-    rows = []
     try:
         proxy.wait_ready(30)
         topic = f"bench-lfs-{uuid.uuid4().hex[:6]}"
         create_topic(tansu_address, topic)
-
-        # aiokafka sends Produce v7; librdkafka 2.16 writes a zero records
-        # length for batches of 2^28 bytes or more at v9+ (see lfs_rss.py).
-        async def produce_all():
-            producer = AIOKafkaProducer(bootstrap_servers=proxy.bootstrap, max_request_size=400 * 1024 * 1024,
-                                        request_timeout_ms=600_000, acks="all")
-            await producer.start()
-            try:
-                for size in LFS_SIZES_MIB:
-                    value = os.urandom(size * 1024 * 1024)
-                    runs = 3 if size <= 16 else 1
-                    put, via = [], []
-                    for _ in range(runs):
-                        t0 = time.perf_counter()
-                        client.put_object(Bucket=s3.BUCKET, Key=f"bench/plain-{uuid.uuid4().hex}", Body=value)
-                        put.append(time.perf_counter() - t0)
-                    for _ in range(runs):
-                        t0 = time.perf_counter()
-                        await producer.send_and_wait(topic, value=value, headers=[("LFS_BLOB", b"")])
-                        via.append(time.perf_counter() - t0)
-                    best_put, best_via = min(put), min(via)
-                    rows.append({"what": "LFS produce", "value_mib": size,
-                                 "plain_put_mib_per_s": round(size / best_put, 1),
-                                 "proxy_mib_per_s": round(size / best_via, 1),
-                                 "ratio": round(best_put / best_via, 2),
-                                 "proxy_peak_rss_mib": vm_hwm_mib(proxy.proc.pid)})
-            finally:
-                await producer.stop()
-
-        asyncio.run(produce_all())
+        # examples/lfs_put.rs: a plain object_store PUT, then the same value
+        # with LFS_BLOB through the proxy, best of 3 each. Sizes ascend, so
+        # the peak RSS read after each is the peak of that size.
+        rows = []
+        for size in LFS_SIZES_MIB:
+            out = subprocess.run(
+                [str(REPO / "target" / "release" / "examples" / "lfs_put"), s3.endpoint, s3.BUCKET,
+                 s3.ACCESS_KEY, s3.SECRET_KEY, proxy.bootstrap, topic, str(size), "3"],
+                capture_output=True, text=True, timeout=900, check=True).stdout
+            r = json.loads(out)["rows"][0]
+            rows.append({"what": "LFS produce", "value_mib": size,
+                         "plain_put_mib_per_s": round(size / r["plain_put_s"], 1),
+                         "proxy_mib_per_s": round(size / r["proxy_s"], 1),
+                         "ratio": round(r["plain_put_s"] / r["proxy_s"], 2),
+                         "proxy_peak_rss_mib": vm_hwm_mib(proxy.proc.pid)})
     finally:
         proxy.stop()
     return rows
@@ -218,75 +198,90 @@ def script_json(script, *args, timeout=900):
 
 def markdown(result):
     lines = [f"Machine: {result['machine']}; {result['date']}; "
-             f"`.venv/bin/python benches/system.py{' --quick' if QUICK else ''}`", ""]
-    lines += ["| What | Path | acks | records/s | vs direct | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
-    direct = {(r["what"], r.get("acks")): r for r in result["kafka"] if r["path"] == "direct"}
-    for r in result["kafka"]:
-        if "error" in r:
-            lines.append(f"| {r['what']} | {r['path']} | {r.get('acks', '')} | failed: {r['error']} | | | |")
-            continue
-        base = direct[(r["what"], r.get("acks"))]
-        ratio = round(r["records_per_s"] / base["records_per_s"], 2)
-        lines.append(f"| {r['what']} | {r['path']} | {r.get('acks', '')} | {r['records_per_s']} | {ratio}× | "
-                     f"{r.get('p50_ms', '')} | {r.get('p99_ms', '')} |")
-    lines += ["", "| LFS value | plain S3 PUT MiB/s | through the proxy MiB/s | ratio | proxy peak RSS MiB |",
-              "|---|---|---|---|---|"]
-    for r in result["lfs"]:
-        lines.append(f"| {r['value_mib']} MiB | {r['plain_put_mib_per_s']} | {r['proxy_mib_per_s']} | "
-                     f"{r['ratio']}× | {r['proxy_peak_rss_mib']} |")
-    if result.get("http"):
+             f"`.venv/bin/python benches/system.py{' --quick' if QUICK else ''}`"]
+    if "kafka" in result:
+        lines += ["", "| What | Path | acks | records/s | vs direct | p50 ms | p99 ms |",
+                  "|---|---|---|---|---|---|---|"]
+        direct = {(r["what"], r.get("acks")): r for r in result["kafka"] if r["path"] == "direct"}
+        for r in result["kafka"]:
+            if "error" in r:
+                lines.append(f"| {r['what']} | {r['path']} | {r.get('acks', '')} | failed: {r['error']} | | | |")
+                continue
+            base = direct[(r["what"], r.get("acks"))]
+            ratio = round(r["records_per_s"] / base["records_per_s"], 2)
+            lines.append(f"| {r['what']} | {r['path']} | {r.get('acks', '')} | {r['records_per_s']} | {ratio}× | "
+                         f"{r.get('p50_ms', '')} | {r.get('p99_ms', '')} |")
+    if "lfs" in result:
+        lines += ["", "| LFS value | plain S3 PUT MiB/s | through the proxy MiB/s | ratio | proxy peak RSS MiB |",
+                  "|---|---|---|---|---|"]
+        for r in result["lfs"]:
+            lines.append(f"| {r['value_mib']} MiB | {r['plain_put_mib_per_s']} | {r['proxy_mib_per_s']} | "
+                         f"{r['ratio']}× | {r['proxy_peak_rss_mib']} |")
+    if "http" in result:
         h = result["http"]
         lines += ["", f"HTTP {h['object_mib']} MiB: upload {h['upload_mib_per_s']} MiB/s "
                       f"({h['upload_vs_copy']}× a file copy), verified download {h['download_mib_per_s']} MiB/s "
                       f"({h['download_vs_copy']}×), peak RSS {h['proxy_peak_rss_after_download_mib']} MiB"]
-    rr = result["request_reply"]
-    lines += ["", f"Request-reply (broker produce→consume p50 {rr['broker_produce_to_consume']['p50_ms']} ms):", "",
-              "| concurrency | requests/s | p50 ms | p99 ms |", "|---|---|---|---|"]
-    for s in rr["steps"]:
-        lines.append(f"| {s['concurrency']} | {s['requests_per_s']} | {s['p50_ms']} | {s['p99_ms']} |")
+    if "request_reply" in result:
+        rr = result["request_reply"]
+        lines += ["", f"Request-reply (broker produce→consume p50 {rr['broker_produce_to_consume']['p50_ms']} ms):",
+                  "", "| concurrency | requests/s | p50 ms | p99 ms |", "|---|---|---|---|"]
+        for s in rr["steps"]:
+            lines.append(f"| {s['concurrency']} | {s['requests_per_s']} | {s['p50_ms']} | {s['p99_ms']} |")
     return "\n".join(lines) + "\n"
 
 
-def main():
-    work = Path(tempfile.mkdtemp(prefix="system-bench-"))
+def run_kafka(work):
     tansu = conftest.Tansu(work)
     proxy = conftest.Proxy(tansu.address, work, capture=False,
                            env={"KAFSCALE_LFS_PROXY_LOG_LEVEL": "warn"})
     peer = TansuProxy(work, tansu.address)
-    s3 = None
     try:
         proxy.wait_ready()
         paths = {"direct": tansu.address, "proxy": proxy.bootstrap, "tansu-proxy": peer.bootstrap}
-        result = {
-            "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}",
-            "date": time.strftime("%Y-%m-%d"),
-            "quick": QUICK,
-            "kafka": kafka_section(paths, tansu.address),
-        }
-        result["proxy_peak_rss_mib_kafka"] = vm_hwm_mib(proxy.proc.pid)
+        rows = kafka_section(paths, tansu.address)
+        return rows, vm_hwm_mib(proxy.proc.pid)
+    finally:
         proxy.stop()
         peer.stop()
-        # A fresh broker for the LFS section (tansu keeps every record in memory).
         tansu.stop()
-        tansu = conftest.Tansu(work)
-        s3 = conftest.SeaweedFS(work)
-        result["lfs"] = lfs_section(work, tansu.address, s3)
+
+
+def run_lfs(work):
+    # A broker of its own (tansu keeps every record in memory).
+    tansu = conftest.Tansu(work)
+    s3 = conftest.SeaweedFS(work)
+    try:
+        return lfs_section(work, tansu.address, s3)
     finally:
-        if proxy.proc.poll() is None:
-            proxy.stop()
-        if peer.proc.poll() is None:
-            peer.stop()
-        if s3 is not None:
-            s3.kill()
+        s3.kill()
         tansu.stop()
-    if not QUICK:
+
+
+def main():
+    # --only kafka,lfs,http,rr runs some sections (while working on one).
+    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else None
+    wanted = lambda section: only is None or section in only  # noqa: E731
+    work = Path(tempfile.mkdtemp(prefix="system-bench-"))
+    result = {
+        "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}",
+        "date": time.strftime("%Y-%m-%d"),
+        "quick": QUICK,
+    }
+    if wanted("kafka"):
+        result["kafka"], result["proxy_peak_rss_mib_kafka"] = run_kafka(work)
+    if wanted("lfs"):
+        result["lfs"] = run_lfs(work)
+    if wanted("http") and not QUICK:
         result["http"] = script_json("http_rss.py", "1024")
-    result["request_reply"] = script_json("request_reply.py", "3" if QUICK else "10")
+    if wanted("rr"):
+        result["request_reply"] = script_json("request_reply.py", "3" if QUICK else "10")
     out_dir = REPO / "target" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "system.json").write_text(json.dumps(result, indent=2))
+    name = "system" if only is None else "system-" + "-".join(only)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
     md = markdown(result)
-    (out_dir / "system.md").write_text(md)
+    (out_dir / f"{name}.md").write_text(md)
     print(md)
 
 

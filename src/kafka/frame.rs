@@ -206,8 +206,14 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
     };
     let mut buf = BytesMut::with_capacity(LENGTH_PREFIX + size);
     buf.extend_from_slice(&prefix);
-    buf.resize(LENGTH_PREFIX + size, 0);
-    read_exact_or_eof(reader, &mut buf[LENGTH_PREFIX..]).await?;
+    // Read into the spare capacity: zero-filling first would write every
+    // byte of a large frame twice.
+    let mut body = reader.take(size as u64);
+    while buf.len() < LENGTH_PREFIX + size {
+        if body.read_buf(&mut buf).await? == 0 {
+            return Err(FrameError::UnexpectedEof);
+        }
+    }
     Ok(Some((
         Frame {
             bytes: buf.freeze(),

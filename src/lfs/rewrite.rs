@@ -361,8 +361,22 @@ async fn offload(
     let expected = header_str(record, LFS_BLOB)
         .map(str::trim)
         .filter(|s| !s.is_empty());
-    // Hashing 256 MiB takes a quarter second: keep it off the async workers.
-    let hashed = {
+    let identity = (record.producer_id >= 0).then_some(RecordIdentity {
+        topic,
+        partition,
+        producer_id: record.producer_id,
+        producer_epoch: record.producer_epoch,
+        sequence: record.sequence,
+    });
+    let now = Utc::now();
+    let key = envelope::object_key(&lfs.namespace, topic, now, envelope::object_id(identity));
+    // Hashing 256 MiB takes a quarter second: it runs on a blocking thread
+    // while the parts upload, and the multipart upload is completed only
+    // once the checksum is known to match (otherwise it is aborted, and
+    // nothing is left behind). A value within one chunk is a single PUT,
+    // sent after the hash.
+    let started = std::time::Instant::now();
+    let hashing = {
         let value = value.clone();
         tokio::task::spawn_blocking(move || {
             let sha256 = ChecksumAlg::Sha256.hex_digest(&value);
@@ -373,14 +387,22 @@ async fn offload(
             };
             (sha256, requested)
         })
-        .await
     };
-    let (sha256, requested) = hashed.map_err(|e| PartitionFailure {
-        error_code: KAFKA_STORAGE_ERROR,
-        message: format!("checksum task failed: {e}"),
-    })?;
+    let mut writer = lfs.store.writer(&key);
+    let (hashed, written) = tokio::join!(hashing, writer.write(value.clone()));
+    let (sha256, requested) = match hashed {
+        Ok(digests) => digests,
+        Err(e) => {
+            writer.abort().await;
+            return Err(PartitionFailure {
+                error_code: KAFKA_STORAGE_ERROR,
+                message: format!("checksum task failed: {e}"),
+            });
+        }
+    };
     if let Some(expected) = expected {
         if !checksum::matches(expected, &requested) {
+            writer.abort().await;
             count_upload("checksum_mismatch", 0);
             return Err(PartitionFailure {
                 error_code: INVALID_RECORD,
@@ -391,17 +413,14 @@ async fn offload(
             });
         }
     }
-    let identity = (record.producer_id >= 0).then_some(RecordIdentity {
-        topic,
-        partition,
-        producer_id: record.producer_id,
-        producer_epoch: record.producer_epoch,
-        sequence: record.sequence,
-    });
-    let now = Utc::now();
-    let key = envelope::object_key(&lfs.namespace, topic, now, envelope::object_id(identity));
-    let started = std::time::Instant::now();
-    lfs.store.put(&key, value.clone()).await.map_err(|e| {
+    let stored = match written {
+        Ok(()) => writer.finish().await,
+        Err(e) => {
+            writer.abort().await;
+            Err(e)
+        }
+    };
+    stored.map_err(|e| {
         tracing::warn!(error = %e, topic, partition, "LFS upload failed");
         metrics::counter!(m::LFS_STORAGE_ERRORS_TOTAL).increment(1);
         count_upload("storage_error", 0);
