@@ -774,6 +774,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn multipart_values_are_hashed_while_uploading_and_a_mismatch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lfs = lfs(dir.path());
+        // 64 KiB parts: a 1 MiB value is a multipart upload of 16 parts.
+        lfs.store = BlobStore::local(dir.path(), 64 * 1024).unwrap();
+        let value: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let sha = ChecksumAlg::Sha256.hex_digest(&value);
+        let wrong = ChecksumAlg::Sha256.hex_digest(b"something else");
+        let frame = |checksum: &str| {
+            produce_frame(
+                9,
+                vec![(
+                    "t",
+                    0,
+                    batch(
+                        &[record(
+                            0,
+                            &value,
+                            &[(LFS_BLOB, checksum.as_bytes())],
+                            -1,
+                            -1,
+                        )],
+                        Compression::None,
+                    ),
+                )],
+            )
+        };
+        let refused = rewrite(&lfs, &frame(&wrong)).await.unwrap();
+        assert_eq!(refused.failed.len(), 1);
+        assert_eq!(refused.failed[0].error_code, INVALID_RECORD);
+        assert!(lfs.store.list("").await.unwrap().is_empty());
+        let leftovers: Vec<_> = walk(dir.path());
+        assert!(leftovers.is_empty(), "parts left behind: {leftovers:?}");
+
+        let stored = rewrite(&lfs, &frame(&sha)).await.unwrap();
+        assert!(stored.failed.is_empty());
+        let key = &stored.uploads[0].keys[0];
+        assert_eq!(lfs.store.get(key).await.unwrap(), Bytes::from(value));
+    }
+
+    /// Every file under `dir`, staging files included.
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
     async fn idempotent_retries_reuse_the_object_key() {
         let dir = tempfile::tempdir().unwrap();
         let lfs = lfs(dir.path());
