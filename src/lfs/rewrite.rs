@@ -266,13 +266,19 @@ async fn rewrite_partition(
     partition: i32,
     records: &Bytes,
 ) -> Result<Option<(Bytes, Vec<String>)>, PartitionFailure> {
-    let mut out = BytesMut::new();
+    // The rebuilt records field exists only from the first batch that
+    // changes: an ordinary request (no LFS record) is never copied.
+    let mut out: Option<BytesMut> = None;
     let mut keys: Vec<String> = Vec::new();
-    let mut changed = false;
+    let mut offset = 0;
     for batch in split_batches(records) {
+        let start = offset;
+        offset += batch.bytes.len();
         let candidate = batch.magic() == 2 && !batch.is_control() && batch.mentions_lfs();
         if !candidate {
-            out.extend_from_slice(&batch.bytes);
+            if let Some(out) = out.as_mut() {
+                out.extend_from_slice(&batch.bytes);
+            }
             continue;
         }
         // A batch that does not decode goes on unchanged: the broker checks
@@ -281,12 +287,16 @@ async fn rewrite_partition(
             Ok(set) => set,
             Err(error) => {
                 tracing::warn!(%error, topic, partition, bytes = batch.bytes.len(), "record batch does not decode; forwarded unchanged");
-                out.extend_from_slice(&batch.bytes);
+                if let Some(out) = out.as_mut() {
+                    out.extend_from_slice(&batch.bytes);
+                }
                 continue;
             }
         };
         if !set.records.iter().any(is_lfs) {
-            out.extend_from_slice(&batch.bytes);
+            if let Some(out) = out.as_mut() {
+                out.extend_from_slice(&batch.bytes);
+            }
             continue;
         }
         for record in set.records.iter_mut().filter(|r| is_lfs(r)) {
@@ -302,16 +312,16 @@ async fn rewrite_partition(
             version: set.version,
             compression: set.compression,
         };
-        if let Err(e) = RecordBatchEncoder::encode(&mut out, set.records.iter(), &options) {
+        let out = out.get_or_insert_with(|| BytesMut::from(&records[..start]));
+        if let Err(e) = RecordBatchEncoder::encode(out, set.records.iter(), &options) {
             delete_all(lfs, &keys).await;
             return Err(PartitionFailure {
                 error_code: INVALID_RECORD,
                 message: format!("cannot rebuild record batch: {e}"),
             });
         }
-        changed = true;
     }
-    Ok(changed.then(|| (out.freeze(), keys)))
+    Ok(out.map(|out| (out.freeze(), keys)))
 }
 
 fn is_lfs(record: &Record) -> bool {
