@@ -13,6 +13,7 @@ pub const CONNECTIONS_TOTAL: &str = "kafka_lfs_proxy_connections_total";
 pub const REQUESTS_TOTAL: &str = "kafka_lfs_proxy_requests_total";
 pub const BYTES_TOTAL: &str = "kafka_lfs_proxy_bytes_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "kafka_lfs_proxy_upstream_errors_total";
+pub const FETCH_STREAMED_TOTAL: &str = "kafka_lfs_proxy_fetch_responses_streamed_total";
 pub const FRAME_REJECTIONS_TOTAL: &str = "kafka_lfs_proxy_frame_rejections_total";
 pub const UPSTREAM_UP: &str = "kafka_lfs_proxy_upstream_up";
 pub const LFS_UPLOADS_TOTAL: &str = "kafka_lfs_proxy_lfs_uploads_total";
@@ -67,6 +68,10 @@ fn describe() {
     metrics::describe_counter!(REQUESTS_TOTAL, "Kafka requests forwarded, by API");
     metrics::describe_counter!(BYTES_TOTAL, "Bytes relayed, by direction");
     metrics::describe_counter!(UPSTREAM_ERRORS_TOTAL, "Upstream failures, by kind");
+    metrics::describe_counter!(
+        FETCH_STREAMED_TOTAL,
+        "Large Fetch responses passed through as they arrived; hid_node_endpoints=true when KIP-951 node_endpoints were hidden"
+    );
     metrics::describe_counter!(FRAME_REJECTIONS_TOTAL, "Frames refused, by reason");
     metrics::describe_counter!(
         HTTP_REQUESTS_TOTAL,

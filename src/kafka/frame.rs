@@ -165,6 +165,33 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
     max_frame_size: usize,
     budget: Option<&ByteBudget>,
 ) -> Result<Option<(Frame, Option<tokio::sync::OwnedSemaphorePermit>)>, FrameError> {
+    let Some(size) = read_length(reader, max_frame_size).await? else {
+        return Ok(None);
+    };
+    let permit = match budget {
+        None => None,
+        Some(b) if size > b.total || size > u32::MAX as usize => {
+            return Err(FrameError::OverBudget {
+                size,
+                budget: b.total,
+            })
+        }
+        Some(b) => Some(
+            std::sync::Arc::clone(&b.semaphore)
+                .acquire_many_owned(size as u32)
+                .await
+                .expect("the budget semaphore is never closed"),
+        ),
+    };
+    Ok(Some((read_body(reader, size).await?, permit)))
+}
+
+/// Reads a frame's length prefix and checks it. Returns `Ok(None)` on a
+/// clean end of stream between frames.
+pub async fn read_length<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_size: usize,
+) -> Result<Option<usize>, FrameError> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match reader.read_exact(&mut prefix[..1]).await {
         Ok(_) => {}
@@ -189,23 +216,16 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
             hint,
         });
     }
-    let permit = match budget {
-        None => None,
-        Some(b) if size > b.total || size > u32::MAX as usize => {
-            return Err(FrameError::OverBudget {
-                size,
-                budget: b.total,
-            })
-        }
-        Some(b) => Some(
-            std::sync::Arc::clone(&b.semaphore)
-                .acquire_many_owned(size as u32)
-                .await
-                .expect("the budget semaphore is never closed"),
-        ),
-    };
+    Ok(Some(size))
+}
+
+/// Reads the `size` bytes after a length prefix into a whole frame.
+pub async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> Result<Frame, FrameError> {
     let mut buf = BytesMut::with_capacity(LENGTH_PREFIX + size);
-    buf.extend_from_slice(&prefix);
+    buf.extend_from_slice(&(size as i32).to_be_bytes());
     // Read into the spare capacity: zero-filling first would write every
     // byte of a large frame twice.
     let mut body = reader.take(size as u64);
@@ -214,12 +234,9 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
             return Err(FrameError::UnexpectedEof);
         }
     }
-    Ok(Some((
-        Frame {
-            bytes: buf.freeze(),
-        },
-        permit,
-    )))
+    Ok(Frame {
+        bytes: buf.freeze(),
+    })
 }
 
 async fn read_exact_or_eof<R: AsyncRead + Unpin>(

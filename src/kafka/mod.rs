@@ -8,6 +8,7 @@ pub mod client_sasl;
 pub mod cluster;
 pub mod consumer;
 pub mod credentials;
+pub mod fetch_relay;
 pub mod frame;
 pub mod group;
 pub mod outstanding;

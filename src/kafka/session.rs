@@ -26,12 +26,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::addresses::{carries_addresses, rewrite_response};
 use super::client_sasl::{self, SaslDecision};
+use super::fetch_relay;
 use super::frame::{self, Frame, FrameError};
 use super::outstanding::Outstanding;
 use super::reauth::{self, InternalReply, RelayExchange};
@@ -548,20 +549,43 @@ async fn forward_responses(
                 correlation_id,
                 lfs,
             } => {
-                let frame =
-                    match read_response(proxy, conn, &mut upstream, correlation_id, unanswered)
-                        .await
-                    {
-                        Ok(frame) => frame,
-                        Err(e) => {
-                            // Whatever went wrong, no envelope of this
-                            // request is known to have reached Kafka.
-                            if let Some(owed) = lfs {
-                                delete_orphans(proxy, owed.all_keys());
-                            }
-                            return Err(e);
-                        }
+                let streamable =
+                    lfs.is_none() && api_key == ApiKey::Fetch as i16 && proxy.capture.is_none();
+                let read = if streamable {
+                    let wanted = Wanted {
+                        correlation_id,
+                        api_version,
                     };
+                    read_or_stream_fetch(
+                        proxy,
+                        conn,
+                        &mut upstream,
+                        &mut client,
+                        wanted,
+                        unanswered,
+                    )
+                    .await
+                } else {
+                    read_response(proxy, conn, &mut upstream, correlation_id, unanswered)
+                        .await
+                        .map(Some)
+                };
+                let frame = match read {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => {
+                        // Streamed to the client already.
+                        in_flight.done();
+                        continue;
+                    }
+                    Err(e) => {
+                        // Whatever went wrong, no envelope of this
+                        // request is known to have reached Kafka.
+                        if let Some(owed) = lfs {
+                            delete_orphans(proxy, owed.all_keys());
+                        }
+                        return Err(e);
+                    }
+                };
                 let frame = match lfs {
                     Some(owed) => {
                         let (merged, orphans) =
@@ -672,20 +696,107 @@ async fn read_response(
 ) -> Result<Frame, SessionError> {
     loop {
         let (frame, got) = read_upstream_frame_with_id(proxy, upstream).await?;
-        if got == correlation_id {
+        if is_wanted(conn, correlation_id, got, unanswered)? {
             return Ok(frame);
         }
-        if !unanswered.forget(got) {
-            return Err(SessionError::CorrelationMismatch {
-                expected: correlation_id,
-                got,
-            });
+    }
+}
+
+/// Whether a response with correlation id `got` is the one `expected`;
+/// `false` for an answer to an acks=0 Produce, which is to be dropped.
+fn is_wanted(
+    conn: &Conn,
+    expected: i32,
+    got: i32,
+    unanswered: &UnansweredProduces,
+) -> Result<bool, SessionError> {
+    if got == expected {
+        return Ok(true);
+    }
+    if !unanswered.forget(got) {
+        return Err(SessionError::CorrelationMismatch { expected, got });
+    }
+    tracing::debug!(
+        connection = conn.id,
+        correlation_id = got,
+        "dropped a broker's answer to acks=0"
+    );
+    Ok(false)
+}
+
+/// The Fetch response a client is owed.
+struct Wanted {
+    correlation_id: i32,
+    api_version: i16,
+}
+
+/// Reads the Fetch response owed next. A small one is returned whole, to be
+/// rewritten like any other; a large one is streamed to the client as it
+/// arrives (see [`fetch_relay`]) and `None` is returned.
+async fn read_or_stream_fetch(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    upstream: &mut BufReader<ReadHalf<BrokerStream>>,
+    client: &mut WriteHalf<MaybeTlsStream>,
+    wanted: Wanted,
+    unanswered: &UnansweredProduces,
+) -> Result<Option<Frame>, SessionError> {
+    loop {
+        let size = frame::read_length(upstream, proxy.settings.max_frame_size)
+            .await
+            .map_err(SessionError::UpstreamFrame)?
+            .ok_or(SessionError::UpstreamClosed)?;
+        if size < fetch_relay::STREAM_FROM {
+            let frame = frame::read_body(upstream, size)
+                .await
+                .map_err(SessionError::UpstreamFrame)?;
+            let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
+                .map_err(SessionError::UpstreamFrame)?;
+            if is_wanted(conn, wanted.correlation_id, got, unanswered)? {
+                return Ok(Some(frame));
+            }
+            continue;
         }
-        tracing::debug!(
-            connection = conn.id,
-            correlation_id = got,
-            "dropped a broker's answer to acks=0"
-        );
+        let mut id = [0u8; 4];
+        upstream
+            .read_exact(&mut id)
+            .await
+            .map_err(|e| SessionError::UpstreamFrame(e.into()))?;
+        let got = i32::from_be_bytes(id);
+        let rest = size - id.len();
+        if !is_wanted(conn, wanted.correlation_id, got, unanswered)? {
+            tokio::io::copy(
+                &mut (&mut *upstream).take(rest as u64),
+                &mut tokio::io::sink(),
+            )
+            .await
+            .map_err(|e| SessionError::UpstreamFrame(e.into()))?;
+            continue;
+        }
+        let mut head = (size as i32).to_be_bytes().to_vec();
+        head.extend_from_slice(&id);
+        let relayed =
+            fetch_relay::relay_fetch_response(upstream, client, &head, rest, wanted.api_version)
+                .await
+                .map_err(|e| match e {
+                    fetch_relay::RelayError::Write(io) => SessionError::ClientWrite(io),
+                    other => SessionError::Rewrite(format!("streamed Fetch response: {other}")),
+                })?;
+        let hid = if relayed.hid_node_endpoints {
+            "true"
+        } else {
+            "false"
+        };
+        metrics::counter!(m::FETCH_STREAMED_TOTAL, "hid_node_endpoints" => hid).increment(1);
+        if relayed.hid_node_endpoints {
+            tracing::debug!(
+                connection = conn.id,
+                "streamed Fetch response: node_endpoints hidden; the client will ask Metadata"
+            );
+        }
+        metrics::counter!(m::BYTES_TOTAL, "direction" => "upstream_to_client")
+            .increment((frame::LENGTH_PREFIX + size) as u64);
+        return Ok(None);
     }
 }
 
