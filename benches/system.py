@@ -185,14 +185,14 @@ def lfs_section(work, tansu_address, s3):
         topic = f"bench-lfs-{uuid.uuid4().hex[:6]}"
         create_topic(tansu_address, topic)
         # examples/lfs_put.rs: a plain object_store PUT, then the same value
-        # with LFS_BLOB through the proxy, best of 3 each. Sizes ascend, so
+        # with LFS_BLOB through the proxy, best of 5 (3 for 256 MiB) each. Sizes ascend, so
         # the peak RSS read after each is the peak of that size.
         rows = []
         uploads = upload_stage(proxy)
         for size in LFS_SIZES_MIB:
             out = subprocess.run(
                 [str(REPO / "target" / "release" / "examples" / "lfs_put"), s3.endpoint, s3.BUCKET,
-                 s3.ACCESS_KEY, s3.SECRET_KEY, proxy.bootstrap, topic, str(size), "3"],
+                 s3.ACCESS_KEY, s3.SECRET_KEY, proxy.bootstrap, topic, str(size), "5" if size <= 16 else "3"],
                 capture_output=True, text=True, timeout=900, check=True).stdout
             r = json.loads(out)["rows"][0]
             # The proxy's own upload stage (hash + S3 upload, no Kafka):

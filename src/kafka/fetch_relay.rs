@@ -11,7 +11,8 @@
 //! partition leaders. It comes at the very end, after the frame length has
 //! already gone to the client, so a streamed response cannot rewrite it to
 //! the proxy's addresses. Instead the field's tag is changed to one no
-//! version defines ([`HIDDEN_TAG`]). The field keeps its size, and clients
+//! version defines ([`HIDDEN_TAG`]) and its bytes are zeroed, so no
+//! upstream address leaves the proxy. The field keeps its size, and clients
 //! skip tags they do not know (KIP-482). A client then learns of the new
 //! leader the way it did before KIP-951: from Metadata, through the proxy.
 //! Small responses, where errors and leader changes show up, are still
@@ -154,14 +155,22 @@ where
         let mut hid = false;
         let count = self.varint("tagged field count").await?;
         for _ in 0..count {
-            let at = self.held.len();
+            // `take` writes held bytes out only before it appends, so what
+            // was just read is always at the end of `held`.
             let tag = self.varint("tag").await?;
-            if hide_node_endpoints && tag == 0 {
+            let hide = hide_node_endpoints && tag == 0;
+            if hide {
+                let at = self.held.len() - 1;
                 self.held[at] = HIDDEN_TAG;
-                hid = true;
             }
             let size = self.varint("tagged field size").await? as usize;
             self.take(size, "tagged field").await?;
+            if hide {
+                // The upstream addresses never leave the proxy, even unread.
+                let from = self.held.len() - size;
+                self.held[from..].fill(0);
+                hid = true;
+            }
         }
         Ok(hid)
     }
@@ -372,17 +381,55 @@ mod tests {
                         assert_eq!(out, frame, "v{version} piece {piece}");
                         continue;
                     }
-                    // Same size, one byte differs (the tag), the records and
-                    // every other field decode as before, no endpoint left.
+                    // Same size, only the tail differs (tag and zeroed
+                    // field), the records and every other field decode as
+                    // before, and the upstream host is nowhere in the bytes.
                     assert_eq!(out.len(), frame.len());
-                    let differing = out.iter().zip(&frame).filter(|(a, b)| a != b).count();
-                    assert_eq!(differing, 1);
+                    let first_difference =
+                        out.iter().zip(&frame).position(|(a, b)| a != b).unwrap();
+                    assert!(
+                        frame.len() - first_difference < 64,
+                        "v{version} piece {piece}"
+                    );
+                    let host = b"broker-3.internal";
+                    assert!(frame.windows(host.len()).any(|w| w == host));
+                    assert!(!out.windows(host.len()).any(|w| w == host));
                     let (got, sent) = (decode(&out, version), decode(&frame, version));
                     assert_eq!(got.responses, sent.responses);
                     assert!(got.node_endpoints.is_empty());
                     assert!(!sent.node_endpoints.is_empty());
                 }
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn node_endpoints_are_hidden_after_many_small_fields_were_written_out() {
+        // 2000 partitions without records: the held bytes are written out
+        // several times before the tail is reached.
+        let partitions = (0..2000)
+            .map(|i| PartitionData::default().with_partition_index(i))
+            .collect();
+        let body = FetchResponse::default()
+            .with_responses(vec![
+                FetchableTopicResponse::default().with_partitions(partitions)
+            ])
+            .with_node_endpoints(vec![NodeEndpoint::default()
+                .with_node_id(BrokerId(3))
+                .with_host(StrBytes::from_static_str("broker-3.internal"))
+                .with_port(9092)]);
+        let mut out = BytesMut::new();
+        ResponseHeader::default().encode(&mut out, 1).unwrap();
+        body.encode(&mut out, 16).unwrap();
+        let mut frame = (out.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&out);
+        assert!(frame.len() > 3 * FLUSH_AT);
+        for piece in [1, 5000] {
+            let (relayed, relayed_info) = relay(&frame, 16, piece).await;
+            assert!(relayed_info.hid_node_endpoints);
+            let got = decode(&relayed, 16);
+            assert_eq!(got.responses, body.responses);
+            assert!(got.node_endpoints.is_empty());
         }
     }
 
