@@ -261,14 +261,18 @@ def tansu(workdir):
     broker.stop()
 
 
-@pytest.fixture(scope="session")
-def proxy(tansu, workdir):
-    p = Proxy(tansu.address, workdir)
+def serve(p):
+    """Waits for a proxy, yields it, then stops it and checks its log for panics."""
     p.wait_ready()
     yield p
     log = p.read_log()
     p.stop()
     assert "panicked" not in log, log
+
+
+@pytest.fixture(scope="session")
+def proxy(tansu, workdir):
+    yield from serve(Proxy(tansu.address, workdir))
 
 
 @pytest.fixture
@@ -291,3 +295,41 @@ def records(n: int, tag: str):
         headers = [("trace-id", f"{tag}-{i}".encode()), ("bin", b"\x00\xff\x10")]
         out.append((f"k{i}".encode(), value, headers))
     return out
+
+
+def confluent_consume_assigned(bootstrap, topic, n, partitions=3):
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "assign-only", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    got, deadline = [], time.time() + 60
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        assert m.error() is None, m.error()
+        got.append((m.key(), m.value(), m.headers()))
+    c.close()
+    return got
+
+
+async def aiokafka_consume_assigned(bootstrap, topic, n, partitions=3):
+    """(key, value, headers) of the first n records of every partition, read
+    from the beginning by an aiokafka consumer without a group."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    got = []
+    try:
+        tps = [TopicPartition(topic, i) for i in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        deadline = time.time() + 30
+        while len(got) < n and time.time() < deadline:
+            for msgs in (await c.getmany(timeout_ms=500)).values():
+                got.extend((m.key, m.value, list(m.headers)) for m in msgs)
+    finally:
+        await c.stop()
+    return got

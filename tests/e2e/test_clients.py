@@ -3,32 +3,15 @@ them back through the proxy: keys, values and headers must be identical."""
 
 import asyncio
 import subprocess
-import time
 from pathlib import Path
 
-from conftest import REPO, records
+from conftest import REPO, aiokafka_consume_assigned, confluent_consume_assigned, records
 
 N = 30
 
 
 def as_set(rows):
     return sorted((k, v, tuple((hk, bytes(hv)) for hk, hv in (h or []))) for k, v, h in rows)
-
-
-def confluent_consume_assigned(bootstrap, topic, n, partitions=3):
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "assign-only", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    got, deadline = [], time.time() + 60
-    while len(got) < n and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is None:
-            continue
-        assert m.error() is None, m.error()
-        got.append((m.key(), m.value(), m.headers()))
-    c.close()
-    return got
 
 
 def test_confluent_kafka_idempotent_compressed_roundtrip(proxy, topic):
@@ -67,8 +50,7 @@ def test_kafka_python_roundtrip(proxy, topic):
 
 
 def test_aiokafka_roundtrip(proxy, topic):
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.structs import TopicPartition
+    from aiokafka import AIOKafkaProducer
 
     sent = records(N, "aiokafka")
 
@@ -80,21 +62,7 @@ def test_aiokafka_roundtrip(proxy, topic):
                 await p.send_and_wait(topic, value=v, key=k, headers=h)
         finally:
             await p.stop()
-        c = AIOKafkaConsumer(bootstrap_servers=proxy.bootstrap, enable_auto_commit=False)
-        await c.start()
-        got = []
-        try:
-            tps = [TopicPartition(topic, i) for i in range(3)]
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            deadline = time.time() + 30
-            while len(got) < N and time.time() < deadline:
-                batch = await c.getmany(timeout_ms=500)
-                for msgs in batch.values():
-                    got.extend((m.key, m.value, list(m.headers)) for m in msgs)
-        finally:
-            await c.stop()
-        return got
+        return await aiokafka_consume_assigned(proxy.bootstrap, topic, N)
 
     assert as_set(asyncio.run(run())) == as_set(sent)
 

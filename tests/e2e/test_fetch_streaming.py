@@ -5,11 +5,10 @@ that were written, and the proxy must have taken the streaming path."""
 import asyncio
 import hashlib
 import os
-import time
 
 import pytest
 
-from conftest import Proxy
+from conftest import Proxy, aiokafka_consume_assigned, confluent_consume_assigned, serve
 
 N = 240  # 3 partitions x 80 records of 10-30 KiB: fetches well over 64 KiB
 
@@ -17,12 +16,7 @@ N = 240  # 3 partitions x 80 records of 10-30 KiB: fetches well over 64 KiB
 @pytest.fixture
 def streaming_proxy(tansu, workdir):
     # Without capture: a captured response is decoded whole, not streamed.
-    p = Proxy(tansu.address, workdir, capture=False)
-    p.wait_ready()
-    yield p
-    log = p.read_log()
-    p.stop()
-    assert "panicked" not in log, log
+    yield from serve(Proxy(tansu.address, workdir, capture=False))
 
 
 @pytest.fixture
@@ -58,19 +52,10 @@ def streamed(proxy):
 
 
 def test_confluent_kafka_reads_streamed_fetches(streaming_proxy, written):
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
     topic, want = written
-    c = Consumer({"bootstrap.servers": streaming_proxy.bootstrap, "group.id": "s", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)])
-    got, deadline = [], time.time() + 60
-    while len(got) < N and time.time() < deadline:
-        for m in c.consume(100, 0.5):
-            assert m.error() is None, m.error()
-            got.append((m.key(), m.value()))
-    c.close()
+    got = confluent_consume_assigned(streaming_proxy.bootstrap, topic, N)
     assert len(got) == N
-    assert digest(got) == want
+    assert digest((k, v) for k, v, _ in got) == want
     assert streamed(streaming_proxy) > 0
 
 
@@ -93,26 +78,7 @@ def test_kafka_python_reads_streamed_fetches(streaming_proxy, written):
 
 
 def test_aiokafka_reads_streamed_fetches(streaming_proxy, written):
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
     topic, want = written
-
-    async def run():
-        c = AIOKafkaConsumer(bootstrap_servers=streaming_proxy.bootstrap, enable_auto_commit=False)
-        await c.start()
-        got = []
-        try:
-            tps = [TopicPartition(topic, i) for i in range(3)]
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            deadline = time.time() + 30
-            while len(got) < N and time.time() < deadline:
-                for msgs in (await c.getmany(timeout_ms=500)).values():
-                    got.extend((m.key, m.value) for m in msgs)
-        finally:
-            await c.stop()
-        return got
-
-    assert digest(asyncio.run(run())) == want
+    got = asyncio.run(aiokafka_consume_assigned(streaming_proxy.bootstrap, topic, N))
+    assert digest((k, v) for k, v, _ in got) == want
     assert streamed(streaming_proxy) > 0
