@@ -160,9 +160,6 @@ pub async fn init(
             ))
         }
     };
-    if size > sidecar.lfs.max_blob_size {
-        return Err(sidecar.too_large());
-    }
     let key = target::key(request.key.as_deref())?;
     let partition = match request.partition {
         None => None,
@@ -179,6 +176,11 @@ pub async fn init(
         request.checksum_alg.as_deref(),
         sidecar.lfs.default_alg,
     )?;
+    // Limits come after every field is known to be well formed, so a
+    // malformed request gets its precise 400 whatever size it declares.
+    if size > sidecar.lfs.max_blob_size {
+        return Err(sidecar.too_large());
+    }
     let mut headers: Vec<(String, bytes::Bytes)> = request
         .headers
         .into_iter()

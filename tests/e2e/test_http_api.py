@@ -397,6 +397,10 @@ def test_upload_session_rules_and_error_codes(api):
     ({"topic": "t", "content_type": "a/b", "size_bytes": 1, "key": "%%"}, "invalid_key"),
     ({"topic": "t", "content_type": "a/b", "size_bytes": 1, "partition": -3}, "invalid_partition"),
     ({"topic": "t", "content_type": "a/b", "size_bytes": 1, "checksum": "zz"}, "invalid_checksum"),
+    # A malformed field is reported before any limit (schemathesis ST201).
+    ({"topic": "t", "content_type": "a/b", "size_bytes": MAX_BLOB + 1, "checksum_alg": "\u0090"},
+     "invalid_checksum"),
+    ({"topic": "t", "content_type": "a/b", "size_bytes": MAX_BLOB + 1, "partition": -1}, "invalid_partition"),
     ("not json", "invalid_request"),
 ])
 def test_upload_init_error_codes(api, body, code):
