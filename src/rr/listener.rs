@@ -28,6 +28,37 @@ use crate::metrics as m;
 
 const REFRESH_EVERY: Duration = Duration::from_secs(30);
 const MISSING_REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Delay before positioning is retried after the first failure; it doubles
+/// with each further failure, up to `POSITION_RETRY_MAX`.
+const POSITION_RETRY_FIRST: Duration = Duration::from_millis(100);
+const POSITION_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// When a failed step may run again: a delay that grows with each failure
+/// in a row and is forgotten on success, so an outage costs a few dials
+/// rather than one per fetch wait.
+#[derive(Debug, Default)]
+struct RetryDelay {
+    delay: Option<Duration>,
+    not_before: Option<Instant>,
+}
+
+impl RetryDelay {
+    fn due(&self) -> bool {
+        self.not_before.is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn failed(&mut self) {
+        let delay = self
+            .delay
+            .map_or(POSITION_RETRY_FIRST, |d| (d * 2).min(POSITION_RETRY_MAX));
+        self.delay = Some(delay);
+        self.not_before = Some(Instant::now() + delay);
+    }
+
+    fn succeeded(&mut self) {
+        *self = RetryDelay::default();
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -128,13 +159,13 @@ async fn run(
     let mut unpositioned: BTreeSet<String> = initial;
     let mut last_refresh = Instant::now();
     let mut last_sweep = Instant::now();
-    let mut failing = false;
+    let mut position_retry = RetryDelay::default();
     loop {
         let Some(this) = listener.upgrade() else {
             return;
         };
         // 1. The configured topics, until all are positioned.
-        if !unpositioned.is_empty() {
+        if !unpositioned.is_empty() && position_retry.due() {
             let topics: Vec<&str> = unpositioned.iter().map(String::as_str).collect();
             match consumer.assign_topics(&topics, StartAt::Latest, true).await {
                 Ok(added) => {
@@ -145,13 +176,13 @@ async fn run(
                         this.listening().insert(topic);
                     }
                     unpositioned.clear();
-                    failing = false;
+                    position_retry.succeeded();
                 }
                 Err(error) => {
-                    if !failing {
-                        tracing::warn!(%error, topics = ?topics, "cannot position on the reply topics; retrying");
+                    if position_retry.delay.is_none() {
+                        tracing::warn!(%error, topics = ?topics, "cannot position on the reply topics; retrying with back-off");
                     }
-                    failing = true;
+                    position_retry.failed();
                 }
             }
             if unpositioned.is_empty() && !this.ready.swap(true, Ordering::AcqRel) {
@@ -233,5 +264,27 @@ async fn run(
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_to_its_cap_and_resets_on_success() {
+        let mut retry = RetryDelay::default();
+        assert!(retry.due());
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            retry.failed();
+            delays.push(retry.delay.unwrap().as_millis());
+        }
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert!(!retry.due());
+        retry.succeeded();
+        assert!(retry.due());
+        retry.failed();
+        assert_eq!(retry.delay, Some(POSITION_RETRY_FIRST));
     }
 }

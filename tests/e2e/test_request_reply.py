@@ -637,3 +637,46 @@ def test_header_route_as_kafka_http_proxy_behind_nginx(rr):
         log = gateway.read_log()
         gateway.stop()
     assert "panicked" not in log
+
+
+def test_reply_listener_backs_off_while_kafka_is_down(workdir):
+    """While no broker answers, the reply listener retries its positioning
+    with a growing delay, not once per fetch wait (25 ms)."""
+    import socket
+
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(1024)
+    dead.settimeout(0.2)
+    accepted, stop = [], threading.Event()
+
+    def accept():  # a "broker" that hangs up at once
+        while not stop.is_set():
+            try:
+                conn, _ = dead.accept()
+            except socket.timeout:
+                continue
+            accepted.append(time.monotonic())
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    routes = workdir / "routes-down.yaml"
+    routes.write_text("routes:\n  - path: /down\n    request_topic: down-req\n    reply_topic: down-rep\n")
+    p = Proxy(f"127.0.0.1:{dead.getsockname()[1]}", workdir, capture=False,
+              env={"KAFSCALE_LFS_PROXY_RR_ROUTES_FILE": str(routes)})
+    try:
+        wait_port("127.0.0.1", p.http_port)
+        time.sleep(2)
+        window_start = time.monotonic()
+        time.sleep(4)
+        dials = len([t for t in accepted if t >= window_start])
+        status, _ = p.http("/readyz")
+        assert status == 503
+    finally:
+        stop.set()
+        log = p.read_log()
+        p.stop()
+        dead.close()
+    # Without back-off: about 40 dials a second (160 in the window).
+    assert dials <= 20, f"{dials} connections in 4 s while Kafka was down"
+    assert "panicked" not in log, log
