@@ -5,9 +5,8 @@
 //! next frame read is the answer; its correlation id is still checked,
 //! because a stale answer on a reused connection must not be taken for it.
 
-use bytes::BytesMut;
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, Frame, FrameError};
@@ -62,22 +61,8 @@ pub fn encode_request<R: Request>(
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-    // Sized first, so a large request (a Produce of a big value) is
-    // written once into one buffer, length prefix included.
-    let header_version = R::header_version(version);
-    let encoded = header
-        .compute_size(header_version)
-        .and_then(|h| Ok(h + request.compute_size(version)?))
-        .and_then(|size| {
-            let length = i32::try_from(size)?;
-            let mut wire = BytesMut::with_capacity(frame::LENGTH_PREFIX + size);
-            wire.extend_from_slice(&length.to_be_bytes());
-            header.encode(&mut wire, header_version)?;
-            request.encode(&mut wire, version)?;
-            Ok(wire)
-        })
-        .map_err(|e| ClientError::Encode(e.to_string()))?;
-    Ok(Frame::from_wire(encoded.freeze()))
+    frame::encode_frame(&header, R::header_version(version), request, version)
+        .map_err(|e| ClientError::Encode(e.to_string()))
 }
 
 /// The response to a request of type `R`, checked against its correlation id.

@@ -110,12 +110,28 @@ pub fn encode_response<T: kafka_protocol::protocol::Encodable>(
     response: &T,
     version: i16,
 ) -> anyhow::Result<Frame> {
-    use kafka_protocol::protocol::Encodable;
-    let size = header.compute_size(header_version)? + response.compute_size(version)?;
+    encode_frame(header, header_version, response, version)
+}
+
+/// Encodes a header and a message as one frame. Sized first, so even a
+/// large message (a Produce of a big value) is written once, into one
+/// buffer that starts with the length prefix.
+pub fn encode_frame<H, M>(
+    header: &H,
+    header_version: i16,
+    message: &M,
+    version: i16,
+) -> anyhow::Result<Frame>
+where
+    H: kafka_protocol::protocol::Encodable,
+    M: kafka_protocol::protocol::Encodable,
+{
+    let size = header.compute_size(header_version)? + message.compute_size(version)?;
+    let length = i32::try_from(size)?;
     let mut out = BytesMut::with_capacity(LENGTH_PREFIX + size);
-    out.extend_from_slice(&(size as i32).to_be_bytes());
+    out.extend_from_slice(&length.to_be_bytes());
     header.encode(&mut out, header_version)?;
-    response.encode(&mut out, version)?;
+    message.encode(&mut out, version)?;
     Ok(Frame::from_wire(out.freeze()))
 }
 
