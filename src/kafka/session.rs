@@ -679,7 +679,11 @@ async fn read_upstream_frame_with_id(
     proxy: &Arc<Proxy>,
     upstream: &mut BufReader<ReadHalf<BrokerStream>>,
 ) -> Result<(Frame, i32), SessionError> {
-    let frame = read_upstream_frame(proxy, upstream).await?;
+    with_correlation_id(read_upstream_frame(proxy, upstream).await?)
+}
+
+/// A response frame and the correlation id it starts with.
+fn with_correlation_id(frame: Frame) -> Result<(Frame, i32), SessionError> {
     let id = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
         .map_err(SessionError::UpstreamFrame)?;
     Ok((frame, id))
@@ -747,11 +751,10 @@ async fn read_or_stream_fetch(
             .map_err(SessionError::UpstreamFrame)?
             .ok_or(SessionError::UpstreamClosed)?;
         if size < fetch_relay::STREAM_FROM {
-            let frame = frame::read_body(upstream, size)
+            let body = frame::read_body(upstream, size)
                 .await
                 .map_err(SessionError::UpstreamFrame)?;
-            let got = frame::peek_correlation_id(&frame.wire()[frame::LENGTH_PREFIX..])
-                .map_err(SessionError::UpstreamFrame)?;
+            let (frame, got) = with_correlation_id(body)?;
             if is_wanted(conn, wanted.correlation_id, got, unanswered)? {
                 return Ok(Some(frame));
             }
