@@ -479,12 +479,7 @@ fn encode_subscription(topics: &[String]) -> Result<Bytes, GroupError> {
             .map(|t| StrBytes::from_string(t.clone()))
             .collect(),
     );
-    let mut out = BytesMut::new();
-    out.put_i16(0);
-    subscription
-        .encode(&mut out, 0)
-        .map_err(|e| GroupError::Protocol(e.to_string()))?;
-    Ok(out.freeze())
+    encode_v0(&subscription)
 }
 
 fn decode_subscription(bytes: &Bytes) -> Result<Vec<String>, GroupError> {
@@ -511,9 +506,15 @@ fn encode_assignment(topics: &BTreeMap<String, Vec<i32>>) -> Result<Bytes, Group
             })
             .collect(),
     );
+    encode_v0(&assignment)
+}
+
+/// The consumer protocol's embedded encoding: an i16 version, then the
+/// message at that version (v0, which every member reads).
+fn encode_v0<M: Encodable>(message: &M) -> Result<Bytes, GroupError> {
     let mut out = BytesMut::new();
     out.put_i16(0);
-    assignment
+    message
         .encode(&mut out, 0)
         .map_err(|e| GroupError::Protocol(e.to_string()))?;
     Ok(out.freeze())
