@@ -212,13 +212,9 @@ def lfs_section(work, tansu_address, s3):
 
 def upload_stage(proxy):
     """(sum of seconds, count) of the proxy's LFS upload duration summary."""
-    total = count = 0.0
-    for line in proxy.http("/metrics")[1].splitlines():
-        if line.startswith("kafka_lfs_proxy_lfs_upload_duration_seconds_sum"):
-            total = float(line.split()[-1])
-        elif line.startswith("kafka_lfs_proxy_lfs_upload_duration_seconds_count"):
-            count = float(line.split()[-1])
-    return total, count
+    text = proxy.http("/metrics")[1]
+    return (conftest.metric(text, "kafka_lfs_proxy_lfs_upload_duration_seconds_sum"),
+            conftest.metric(text, "kafka_lfs_proxy_lfs_upload_duration_seconds_count"))
 
 
 def script_json(script, *args, timeout=900):

@@ -333,3 +333,9 @@ async def aiokafka_consume_assigned(bootstrap, topic, n, partitions=3):
     finally:
         await c.stop()
     return got
+
+
+def metric(text, name):
+    """The sum of the Prometheus samples in `text` whose line starts with
+    `name` (a metric name, optionally with the start of its labels)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from conftest import Proxy, aiokafka_consume_assigned, confluent_consume_assigned, serve
+from conftest import Proxy, aiokafka_consume_assigned, confluent_consume_assigned, metric, serve
 
 N = 240  # 3 partitions x 80 records of 10-30 KiB: fetches well over 64 KiB
 
@@ -44,11 +44,7 @@ def digest(rows):
 
 
 def streamed(proxy):
-    total = 0.0
-    for line in proxy.http("/metrics")[1].splitlines():
-        if line.startswith("kafka_lfs_proxy_fetch_responses_streamed_total"):
-            total += float(line.split()[-1])
-    return total
+    return metric(proxy.http("/metrics")[1], "kafka_lfs_proxy_fetch_responses_streamed_total")
 
 
 def test_confluent_kafka_reads_streamed_fetches(streaming_proxy, written):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import REPO, Proxy
+from conftest import REPO, Proxy, metric
 from test_lfs import consume, create_topic, stored_files
 
 KEYS = ("key-one", "key-two")
@@ -329,10 +329,6 @@ def test_tampered_object_gives_integrity_failure_and_no_payload(api):
     assert download(api, env["key"], env["sha256"], env["size"]).content == payload
     metrics = requests.get(f"{api.url}/metrics", timeout=5).text
     assert metric(metrics, "kafka_lfs_proxy_http_integrity_failures_total") >= 2
-
-
-def metric(text, name):
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 def open_session(api, topic, size, api_key=KEYS[0], **extra):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Proxy
+from conftest import Proxy, metric
 from test_lfs import consume, create_topic
 
 
@@ -80,10 +80,6 @@ def test_s3_down_is_retriable_and_the_retry_lands_once(s3_proxy, s3):
     assert metric(metrics, "kafka_lfs_proxy_lfs_storage_errors_total") >= 1, metrics
     assert metric(metrics, 'kafka_lfs_proxy_lfs_uploads_total{outcome="storage_error"}') >= 1
     assert metric(metrics, 'kafka_lfs_proxy_lfs_uploads_total{outcome="ok"}') >= 3
-
-
-def metric(text, name):
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 def test_ensure_bucket_creates_a_missing_bucket(tansu, workdir, s3):
