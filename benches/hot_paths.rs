@@ -17,9 +17,9 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_lfs_proxy::kafka::addresses::{rewrite_response, BrokerAddressMap};
-use kafka_lfs_proxy::kafka::batches::encode_v2;
-use kafka_lfs_proxy::kafka::frame::{peek_request_header, Frame};
+use kafka_lfs_proxy::kafka::relay::addresses::{rewrite_response, BrokerAddressMap};
+use kafka_lfs_proxy::kafka::wire::batches::encode_v2;
+use kafka_lfs_proxy::kafka::wire::frame::{peek_request_header, Frame};
 use kafka_lfs_proxy::lfs::checksum::ChecksumAlg;
 use kafka_lfs_proxy::lfs::checksum::StreamingDigest;
 use kafka_lfs_proxy::lfs::envelope::Envelope;

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_lfs_proxy::kafka::cluster::Cluster;
-use kafka_lfs_proxy::kafka::producer::{OutgoingRecord, Producer};
-use kafka_lfs_proxy::kafka::upstream::UpstreamSecurity;
+use kafka_lfs_proxy::kafka::client::cluster::Cluster;
+use kafka_lfs_proxy::kafka::client::producer::{OutgoingRecord, Producer};
+use kafka_lfs_proxy::kafka::relay::upstream::UpstreamSecurity;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStoreExt, PutPayload};

@@ -415,7 +415,7 @@ pub struct Settings {
     pub upload_session_ttl_sec: u64,
 
     /// Longest topic name the HTTP API accepts.
-    #[arg(long, env = "KAFSCALE_LFS_PROXY_TOPIC_MAX_LENGTH", default_value_t = 249, value_parser = parse_positive::<usize>)]
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_TOPIC_MAX_LENGTH", default_value_t = crate::kafka::wire::topic::MAX_TOPIC_NAME_LENGTH, value_parser = parse_positive::<usize>)]
     pub topic_max_length: usize,
 
     /// How long the HTTP API's producer waits for Kafka, in milliseconds
@@ -677,7 +677,7 @@ impl Settings {
             .as_deref()
             .filter(|m| !m.trim().is_empty())
         {
-            if crate::kafka::sasl::Mechanism::parse(mechanism).is_none() {
+            if crate::kafka::auth::sasl::Mechanism::parse(mechanism).is_none() {
                 return Err(SettingError {
                     name: "KAFSCALE_LFS_PROXY_BACKEND_SASL_MECHANISM",
                     reason: format!("`{mechanism}` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
@@ -843,9 +843,9 @@ impl Settings {
     /// producer, the reply listener, the processor's consumers).
     pub fn own_cluster(
         &self,
-        upstream: &std::sync::Arc<crate::kafka::upstream::UpstreamSecurity>,
-    ) -> crate::kafka::cluster::Cluster {
-        crate::kafka::cluster::Cluster::new(
+        upstream: &std::sync::Arc<crate::kafka::relay::upstream::UpstreamSecurity>,
+    ) -> crate::kafka::client::cluster::Cluster {
+        crate::kafka::client::cluster::Cluster::new(
             std::sync::Arc::clone(upstream),
             self.bootstrap(),
             self.upstream_connect_timeout(),
@@ -886,9 +886,9 @@ impl Settings {
     /// one stops start-up naming its setting.
     pub fn upstream_security(
         &self,
-    ) -> Result<crate::kafka::upstream::UpstreamSecurity, crate::tls::TlsSetupError> {
-        use crate::kafka::sasl::{Mechanism, SaslCredentials};
-        use crate::kafka::upstream::{UpstreamSecurity, UpstreamTls};
+    ) -> Result<crate::kafka::relay::upstream::UpstreamSecurity, crate::tls::TlsSetupError> {
+        use crate::kafka::auth::sasl::{Mechanism, SaslCredentials};
+        use crate::kafka::relay::upstream::{UpstreamSecurity, UpstreamTls};
         let tls = if self.backend_tls_enabled {
             let names = crate::tls::SettingNames {
                 cert: "KAFSCALE_LFS_PROXY_BACKEND_TLS_CERT_FILE",

@@ -183,7 +183,7 @@ fn fixtures_cover_every_api_the_proxy_decodes() {
 
 #[test]
 fn request_header_peek_agrees_with_the_decoder_on_every_fixture() {
-    use kafka_lfs_proxy::kafka::frame::{expects_response, peek_request_header};
+    use kafka_lfs_proxy::kafka::wire::frame::{expects_response, peek_request_header};
     use kafka_protocol::messages::ProduceRequest;
     for f in fixtures().iter().filter(|f| f.kind == "request") {
         let body = std::fs::read(&f.path).unwrap();

@@ -88,8 +88,11 @@ fn one_record_batch(value: &str) -> Bytes {
         value: Some(Bytes::copy_from_slice(value.as_bytes())),
         headers: Default::default(),
     };
-    kafka_lfs_proxy::kafka::batches::encode_v2(std::slice::from_ref(&record), Compression::None)
-        .unwrap()
+    kafka_lfs_proxy::kafka::wire::batches::encode_v2(
+        std::slice::from_ref(&record),
+        Compression::None,
+    )
+    .unwrap()
 }
 
 #[test]

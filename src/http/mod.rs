@@ -12,6 +12,7 @@ pub mod error;
 pub mod jwt;
 pub mod middleware;
 pub mod produce;
+pub mod request_reply;
 pub mod serve;
 pub mod target;
 pub mod uploads;
@@ -28,19 +29,50 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use crate::config::Settings;
 use crate::health::Readiness;
-use crate::kafka::producer::Producer;
-use crate::kafka::server::Proxy;
+use crate::kafka::client::producer::Producer;
 use crate::lfs::rewrite::Lfs;
 use crate::metrics as m;
+use crate::shutdown::Shutdown;
 
 /// The OpenAPI 3 document of the HTTP API, served at `/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("../../api/openapi.yaml");
 
+/// What the HTTP API needs from the settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Accepted API keys; empty: none required.
+    pub api_keys: Vec<String>,
+    /// Longest pause while reading a request body.
+    pub read_idle: Duration,
+    pub presign_enabled: bool,
+    /// Longest lifetime of a presigned download URL.
+    pub download_ttl: Duration,
+    /// Where downloads are held while they are verified.
+    pub temp_dir: PathBuf,
+    pub topic_max_length: usize,
+    /// Lifetime of an upload session.
+    pub session_ttl: Duration,
+    /// Multipart part size.
+    pub part_size: u64,
+    pub cors_origins: Vec<String>,
+}
+
+/// What the HTTP API serves from, besides its settings.
+pub struct SidecarParts {
+    pub lfs: Arc<Lfs>,
+    pub producer: Producer,
+    pub metrics: PrometheusHandle,
+    pub jwt: Option<jwt::JwtVerifier>,
+    /// Request-reply, when routes are configured.
+    pub gateway: Option<Arc<request_reply::Gateway>>,
+    /// Whether upstream Kafka answered its last check.
+    pub upstream_health: Arc<Readiness>,
+    pub shutdown: Shutdown,
+}
+
 /// State shared by the HTTP handlers.
 pub struct Sidecar {
-    pub proxy: Arc<Proxy>,
     pub lfs: Arc<Lfs>,
     pub producer: Producer,
     pub sessions: uploads::UploadSessions,
@@ -58,44 +90,38 @@ pub struct Sidecar {
     pub part_size: u64,
     pub cors_origins: Vec<String>,
     /// Request-reply, when routes are configured.
-    pub gateway: Option<Arc<crate::rr::gateway::Gateway>>,
+    pub gateway: Option<Arc<request_reply::Gateway>>,
+    upstream_health: Arc<Readiness>,
     storage_health: Readiness,
+    shutdown: Shutdown,
 }
 
 impl Sidecar {
-    pub fn new(
-        settings: &Settings,
-        proxy: Arc<Proxy>,
-        lfs: Arc<Lfs>,
-        metrics: PrometheusHandle,
-        gateway: Option<Arc<crate::rr::gateway::Gateway>>,
-        jwt: Option<jwt::JwtVerifier>,
-    ) -> Arc<Self> {
+    /// Builds the handlers' state and starts the upload-session reaper.
+    pub fn new(config: HttpConfig, parts: SidecarParts) -> Arc<Self> {
         let sidecar = Arc::new(Sidecar {
-            producer: Producer::new(settings.own_cluster(&proxy.upstream)),
-            api_keys: settings
-                .http_api_keys()
+            api_keys: config
+                .api_keys
                 .iter()
                 .map(|k| middleware::key_digest(k))
                 .collect(),
-            read_idle: Duration::from_secs(settings.http_read_timeout_sec),
-            presign_enabled: settings.presign_enabled,
-            download_ttl: Duration::from_secs(settings.download_ttl_sec),
-            temp_dir: settings
-                .download_temp_dir
-                .clone()
-                .unwrap_or_else(std::env::temp_dir),
-            topic_max_length: settings.topic_max_length,
-            session_ttl: Duration::from_secs(settings.upload_session_ttl_sec),
-            part_size: settings.chunk_size as u64,
-            cors_origins: settings.http_cors_origins(),
+            read_idle: config.read_idle,
+            presign_enabled: config.presign_enabled,
+            download_ttl: config.download_ttl,
+            temp_dir: config.temp_dir,
+            topic_max_length: config.topic_max_length,
+            session_ttl: config.session_ttl,
+            part_size: config.part_size,
+            cors_origins: config.cors_origins,
             sessions: uploads::UploadSessions::default(),
             storage_health: Readiness::new("storage", m::STORAGE_UP),
-            proxy,
-            lfs,
-            metrics,
-            gateway,
-            jwt,
+            lfs: parts.lfs,
+            producer: parts.producer,
+            metrics: parts.metrics,
+            gateway: parts.gateway,
+            jwt: parts.jwt,
+            upstream_health: parts.upstream_health,
+            shutdown: parts.shutdown,
         });
         let reap_every = sidecar.session_ttl.min(Duration::from_secs(30));
         tokio::spawn(uploads::UploadSessions::reap(
@@ -107,7 +133,7 @@ impl Sidecar {
 
     /// Checks storage every `interval` for `/readyz`.
     pub async fn storage_health_loop(self: Arc<Self>, interval: Duration) {
-        let mut shutdown = self.proxy.shutdown_signal();
+        let mut shutdown = self.shutdown.clone();
         let probe_key = format!("{}/.kafka-lfs-proxy-readiness-probe", self.lfs.namespace);
         loop {
             let outcome = self.lfs.store.probe(&probe_key).await;
@@ -141,7 +167,7 @@ pub fn api_routes() -> Vec<(&'static str, Method, MethodRouter<Arc<Sidecar>>)> {
         (
             "/rr/replies/{topic}/{id}",
             Method::GET,
-            get(crate::rr::gateway::reply),
+            get(request_reply::reply),
         ),
     ]
 }
@@ -170,7 +196,7 @@ pub fn router(sidecar: Arc<Sidecar>) -> Router {
         app = app.route(path, route);
     }
     let mut app = app
-        .fallback(crate::rr::gateway::call)
+        .fallback(request_reply::call)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::record_metrics));
     if let Some(cors) = cors_layer(&sidecar.cors_origins) {
@@ -236,7 +262,7 @@ async fn livez() -> &'static str {
 /// check and, with request-reply, the reply listener is positioned.
 async fn readyz(State(sidecar): State<Arc<Sidecar>>) -> (StatusCode, String) {
     let mut missing = Vec::new();
-    if !sidecar.proxy.is_ready() {
+    if !sidecar.upstream_health.is_ready() {
         missing.push("upstream");
     }
     if !sidecar.storage_health.is_ready() {

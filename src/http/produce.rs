@@ -15,9 +15,9 @@ use chrono::Utc;
 
 use super::body::BodyReader;
 use super::error::ApiError;
-use super::target::{self, ExpectedChecksum, Target};
+use super::target::{self, ExpectedChecksum, ProduceTarget};
 use super::Sidecar;
-use crate::kafka::producer::{OutgoingRecord, ProduceError, Produced};
+use crate::kafka::client::producer::{OutgoingRecord, ProduceError, Produced};
 use crate::lfs::checksum::{self, ChecksumAlg, StreamingDigest};
 use crate::lfs::envelope::{self, Envelope, ENVELOPE_VERSION};
 use crate::metrics as m;
@@ -146,7 +146,7 @@ impl Sidecar {
         size: u64,
         digest: StreamingDigest,
         expected: &ExpectedChecksum,
-        target: &Target,
+        target: &ProduceTarget,
         created: chrono::DateTime<Utc>,
     ) -> Result<Envelope, ApiError> {
         let alg = digest.alg();
@@ -176,7 +176,7 @@ impl Sidecar {
     /// Produces the envelope record and maps Kafka's answer to HTTP.
     pub async fn publish(
         &self,
-        target: &Target,
+        target: &ProduceTarget,
         envelope: &Envelope,
     ) -> Result<Produced, ApiError> {
         let record = OutgoingRecord {

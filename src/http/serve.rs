@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::tls::{self, SettingNames, TlsSetupError};
 
-use crate::kafka::server::ShutdownSignal;
+use crate::shutdown::Shutdown;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,7 +50,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
-    mut shutdown: ShutdownSignal,
+    mut shutdown: Shutdown,
     drain_timeout: Duration,
 ) {
     // Every connection task holds a sender; when all are dropped, the
@@ -99,7 +99,7 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<I>(io: I, app: Router, mut shutdown: ShutdownSignal)
+async fn serve_connection<I>(io: I, app: Router, mut shutdown: Shutdown)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

@@ -6,6 +6,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use super::error::ApiError;
+use crate::kafka::wire::topic::{check_topic_name, TopicNameError};
 use crate::lfs::checksum::ChecksumAlg;
 use crate::lfs::envelope::DEFAULT_CONTENT_TYPE;
 
@@ -18,7 +19,7 @@ pub const HEADER_CHECKSUM_ALG: &str = "x-lfs-checksum-alg";
 pub const RECORD_HEADER_PREFIX: &str = "x-kafka-header-";
 
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct ProduceTarget {
     pub topic: String,
     pub key: Option<Bytes>,
     pub partition: Option<i32>,
@@ -35,26 +36,15 @@ pub struct ExpectedChecksum {
 
 /// Kafka's legal topic characters; `.` and `..` alone are not topics.
 pub fn topic(value: Option<&str>, max_length: usize) -> Result<String, ApiError> {
-    let topic = value.map(str::trim).unwrap_or("");
-    if topic.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_topic",
-            "a topic is required",
-        ));
+    match check_topic_name(value.unwrap_or(""), max_length) {
+        Ok(topic) => Ok(topic.to_owned()),
+        Err(e @ TopicNameError::Missing) => {
+            Err(ApiError::bad_request("missing_topic", e.to_string()))
+        }
+        Err(e @ TopicNameError::Illegal { .. }) => {
+            Err(ApiError::bad_request("invalid_topic", e.to_string()))
+        }
     }
-    let legal = topic.len() <= max_length
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if !legal {
-        return Err(ApiError::bad_request(
-            "invalid_topic",
-            format!("topic must match [a-zA-Z0-9._-]+ and be at most {max_length} characters"),
-        ));
-    }
-    Ok(topic.to_owned())
 }
 
 /// A key is sent base64-encoded (standard alphabet), so it may hold any bytes.
@@ -129,7 +119,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
 /// Reads the target of `POST /lfs/produce` from its headers. Record
 /// headers come from `X-Kafka-Header-<name>`; HTTP lowercases names, so
 /// `<name>` arrives in lowercase.
-pub fn from_headers(headers: &HeaderMap, topic_max_length: usize) -> Result<Target, ApiError> {
+pub fn from_headers(
+    headers: &HeaderMap,
+    topic_max_length: usize,
+) -> Result<ProduceTarget, ApiError> {
     let topic = topic(header(headers, HEADER_TOPIC)?, topic_max_length)?;
     let key = key(header(headers, HEADER_KEY)?)?;
     let partition = partition(header(headers, HEADER_PARTITION)?)?;
@@ -145,7 +138,7 @@ pub fn from_headers(headers: &HeaderMap, topic_max_length: usize) -> Result<Targ
             (!name.is_empty()).then(|| (name.to_owned(), Bytes::copy_from_slice(value.as_bytes())))
         })
         .collect();
-    Ok(Target {
+    Ok(ProduceTarget {
         topic,
         key,
         partition,
@@ -168,15 +161,25 @@ pub fn checksum_from_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::wire::topic::MAX_TOPIC_NAME_LENGTH;
 
     #[test]
     fn topics() {
-        assert_eq!(topic(Some("a.b_c-1"), 249).unwrap(), "a.b_c-1");
-        assert_eq!(topic(None, 249).unwrap_err().code, "missing_topic");
-        assert_eq!(topic(Some(""), 249).unwrap_err().code, "missing_topic");
+        assert_eq!(
+            topic(Some("a.b_c-1"), MAX_TOPIC_NAME_LENGTH).unwrap(),
+            "a.b_c-1"
+        );
+        assert_eq!(
+            topic(None, MAX_TOPIC_NAME_LENGTH).unwrap_err().code,
+            "missing_topic"
+        );
+        assert_eq!(
+            topic(Some(""), MAX_TOPIC_NAME_LENGTH).unwrap_err().code,
+            "missing_topic"
+        );
         for bad in ["a/b", "..", ".", "a b", "ü"] {
             assert_eq!(
-                topic(Some(bad), 249).unwrap_err().code,
+                topic(Some(bad), MAX_TOPIC_NAME_LENGTH).unwrap_err().code,
                 "invalid_topic",
                 "{bad}"
             );

@@ -31,7 +31,7 @@ use super::body::BodyReader;
 use super::error::ApiError;
 use super::middleware::Caller;
 use super::produce::{envelope_response, storage_failed};
-use super::target::{self, ExpectedChecksum, Target};
+use super::target::{self, ExpectedChecksum, ProduceTarget};
 use super::Sidecar;
 use crate::lfs::checksum::StreamingDigest;
 use crate::lfs::envelope::{self, Envelope};
@@ -52,7 +52,7 @@ pub struct UploadSessions {
 struct Session {
     id: String,
     owner: Caller,
-    target: Target,
+    target: ProduceTarget,
     expected: ExpectedChecksum,
     size: u64,
     part_size: u64,
@@ -187,7 +187,7 @@ pub async fn init(
         .map(|(k, v)| (k, bytes::Bytes::from(v)))
         .collect();
     headers.sort();
-    let target = Target {
+    let target = ProduceTarget {
         topic,
         key,
         partition,

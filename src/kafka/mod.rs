@@ -1,24 +1,15 @@
-//! The Kafka side: framing, version negotiation, address rewriting,
-//! sessions, and the proxy's own client calls.
+//! The Kafka side, in four layers (each imports only those below it):
+//!
+//! - [`wire`]: frames, request-header peeks, the versions table, record
+//!   batches, one request/response call; no sockets of its own, no policy.
+//! - [`auth`]: SASL (client and server side), SCRAM, credentials.
+//! - [`relay`]: the listeners, the session (one client connection over one
+//!   upstream connection), the broker address map, Fetch streaming,
+//!   upstream dialing, and the interception chain the session runs.
+//! - [`client`]: the proxy's own Kafka client (cluster, producer, consumer,
+//!   consumer group, partitioner) for the HTTP API and request-reply.
 
-pub mod addresses;
-pub mod batches;
+pub mod auth;
 pub mod client;
-pub mod client_sasl;
-pub mod cluster;
-pub mod consumer;
-pub mod credentials;
-pub mod fetch_relay;
-pub mod frame;
-pub mod group;
-pub mod outstanding;
-pub mod partitioner;
-pub mod producer;
-pub mod reauth;
-pub mod sasl;
-pub mod sasl_server;
-pub mod scram;
-pub mod server;
-pub mod session;
-pub mod upstream;
-pub mod versions;
+pub mod relay;
+pub mod wire;

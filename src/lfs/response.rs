@@ -11,11 +11,9 @@ use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader, TopicNam
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::rewrite::{FailedPartition, PartitionUploads};
-use crate::kafka::frame::{encode_response, Frame};
+use crate::kafka::wire::frame::{encode_response, Frame};
 
-/// DUPLICATE_SEQUENCE_NUMBER: the broker already has this batch, so the
-/// objects it references are in use.
-const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+use crate::kafka::wire::codes::{DUPLICATE_SEQUENCE_NUMBER, NONE};
 
 /// What a forwarded LFS Produce request left to settle when its response comes.
 #[derive(Debug, Default)]
@@ -59,7 +57,10 @@ pub fn merge_response(
     let mut orphans = Vec::new();
     for topic in &response.responses {
         for p in &topic.partition_responses {
-            if p.error_code == 0 || p.error_code == DUPLICATE_SEQUENCE_NUMBER {
+            if
+            // DUPLICATE_SEQUENCE_NUMBER: the broker already has this batch, so
+            // the objects it references are in use.
+            p.error_code == NONE || p.error_code == DUPLICATE_SEQUENCE_NUMBER {
                 continue;
             }
             if let Some(u) = owed
@@ -165,7 +166,7 @@ mod tests {
                         .with_base_offset(42),
                     PartitionProduceResponse::default()
                         .with_index(2)
-                        .with_error_code(6),
+                        .with_error_code(crate::kafka::wire::codes::NOT_LEADER_OR_FOLLOWER),
                 ])]);
         let frame = encode(77, version, &broker).unwrap();
         let owed = LfsOwed {

@@ -34,7 +34,7 @@ use kafka_protocol::records::{
 use super::checksum::{self, ChecksumAlg};
 use super::envelope::{self, Envelope, RecordIdentity, DEFAULT_CONTENT_TYPE, ENVELOPE_VERSION};
 use super::store::BlobStore;
-use crate::kafka::frame::{Frame, RequestHeaderPeek};
+use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
 use crate::metrics as m;
 
 /// The record header that asks for offload.
@@ -44,9 +44,7 @@ pub const LFS_BLOB_ALG: &str = "LFS_BLOB_ALG";
 /// The record header whose value becomes the envelope's `content_type`.
 pub const CONTENT_TYPE: &str = "content-type";
 
-pub const MESSAGE_TOO_LARGE: i16 = 10;
-pub const KAFKA_STORAGE_ERROR: i16 = 56;
-pub const INVALID_RECORD: i16 = 87;
+pub use crate::kafka::wire::codes::{INVALID_RECORD, KAFKA_STORAGE_ERROR, MESSAGE_TOO_LARGE};
 
 /// Which topics may be offloaded.
 #[derive(Debug, Clone, Default)]
@@ -251,7 +249,7 @@ impl RawBatch {
 /// bytes that do not form a batch stay attached to the last piece, so
 /// nothing is ever dropped.
 fn split_batches(records: &Bytes) -> Vec<RawBatch> {
-    let (whole, rest) = crate::kafka::batches::split_whole(records);
+    let (whole, rest) = crate::kafka::wire::batches::split_whole(records);
     let mut out: Vec<RawBatch> = whole.into_iter().map(|bytes| RawBatch { bytes }).collect();
     if !rest.is_empty() {
         out.push(RawBatch { bytes: rest });
@@ -487,7 +485,7 @@ pub async fn delete_all(lfs: &Lfs, keys: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::frame::peek_request_header;
+    use crate::kafka::wire::frame::peek_request_header;
     use kafka_protocol::messages::produce_request::TopicProduceData;
     use kafka_protocol::messages::{ApiKey, RequestHeader, TopicName};
     use kafka_protocol::records::{Compression, TimestampType};
@@ -524,7 +522,7 @@ mod tests {
     }
 
     fn batch(records: &[Record], compression: Compression) -> Bytes {
-        crate::kafka::batches::encode_v2(records, compression).unwrap()
+        crate::kafka::wire::batches::encode_v2(records, compression).unwrap()
     }
 
     fn produce_frame(version: i16, partitions: Vec<(&str, i32, Bytes)>) -> Frame {

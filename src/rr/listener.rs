@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::replies::ReplyBook;
 use super::wire;
-use crate::kafka::cluster::Cluster;
-use crate::kafka::consumer::{PartitionConsumer, StartAt};
+use crate::kafka::client::cluster::Cluster;
+use crate::kafka::client::consumer::{PartitionConsumer, StartAt};
 use crate::metrics as m;
 
 const REFRESH_EVERY: Duration = Duration::from_secs(30);

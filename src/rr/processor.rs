@@ -18,21 +18,24 @@
 //!   its caller has already been told 504.
 //! - An optional per-topic rate limit spaces backend calls evenly.
 
+use crate::kafka::wire::topic::{check_topic_name, MAX_TOPIC_NAME_LENGTH};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::Shutdown;
 
 use super::processor_config::{ProcessorConfig, TopicConfig};
 use super::wire;
-use crate::kafka::cluster::Cluster;
-use crate::kafka::consumer::{ConsumedRecord, PartitionConsumer, StartAt};
-use crate::kafka::group::{GroupError, GroupMember, GroupTimeouts, Membership};
-use crate::kafka::producer::{OutgoingRecord, Producer};
-use crate::kafka::upstream::UpstreamSecurity;
+use crate::kafka::client::cluster::Cluster;
+use crate::kafka::client::consumer::{ConsumedRecord, PartitionConsumer, StartAt};
+use crate::kafka::client::group::{GroupError, GroupMember, GroupTimeouts, Membership};
+use crate::kafka::client::producer::{OutgoingRecord, Producer};
+use crate::kafka::relay::upstream::UpstreamSecurity;
 use crate::metrics as m;
 
 /// How the processor reaches Kafka.
@@ -110,7 +113,7 @@ impl Processor {
     }
 
     /// Runs every group until `shutdown` turns true, then leaves them.
-    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for t in &self.config.topics {
             groups
@@ -133,7 +136,7 @@ impl Processor {
         self: Arc<Self>,
         group: String,
         topics: Vec<String>,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: Shutdown,
     ) {
         let group_cluster = Arc::new(self.kafka.new_cluster());
         let timeouts = GroupTimeouts {
@@ -152,7 +155,7 @@ impl Processor {
             (self.kafka.max_frame_size / 4).max(1 << 20),
         );
         let mut backoff = Duration::from_millis(200);
-        while !*shutdown.borrow() {
+        while !shutdown.is_shutdown() {
             let generation = match member.join().await {
                 Ok(g) => g,
                 Err(error) => {
@@ -164,7 +167,7 @@ impl Processor {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
+                        _ = shutdown.wait() => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -217,7 +220,7 @@ impl Processor {
                 tracing::warn!(%error, group, "final commit of the generation failed; its last requests may be handled again");
             }
             stop_heartbeat.store(true, Ordering::Release);
-            if *shutdown.borrow() {
+            if shutdown.is_shutdown() {
                 member.leave(membership.generation()).await;
                 tracing::info!(group, "left consumer group");
             }
@@ -268,12 +271,12 @@ impl Processor {
         tracker: &Arc<Mutex<OffsetTracker>>,
         needs_rejoin: &AtomicBool,
         rejoin: &tokio::sync::Notify,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &mut Shutdown,
     ) {
         let mut last_commit = Instant::now();
         let mut committed: Vec<(String, i32, i64)> = Vec::new();
         loop {
-            if needs_rejoin.load(Ordering::Acquire) || *shutdown.borrow() {
+            if needs_rejoin.load(Ordering::Acquire) || shutdown.is_shutdown() {
                 return;
             }
             let records = match consumer.poll().await {
@@ -291,7 +294,7 @@ impl Processor {
                         Err(_) => return,
                     },
                     _ = rejoin.notified() => return,
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.wait() => return,
                 };
                 lock(tracker).start(&record);
                 let this = Arc::clone(self);
@@ -348,7 +351,7 @@ impl Processor {
         };
         let reply_to = record
             .header_str(wire::REPLY_TO)
-            .filter(|t| crate::http::target::topic(Some(t), 249).is_ok())
+            .filter(|t| check_topic_name(t, MAX_TOPIC_NAME_LENGTH).is_ok())
             .unwrap_or(&config.response_topic)
             .to_owned();
         let deadline = record

@@ -19,6 +19,7 @@
 //! with `;` between topics. A request's `zilla:reply-to` header wins over
 //! `response_topic`.
 
+use crate::kafka::wire::topic::{check_topic_name, MAX_TOPIC_NAME_LENGTH};
 use std::path::Path;
 use std::time::Duration;
 
@@ -202,8 +203,7 @@ fn topic(spec: TopicSpec) -> Result<TopicConfig, String> {
         .into_iter()
         .flatten()
     {
-        crate::http::target::topic(Some(t), 249)
-            .map_err(|e| format!("topic {t:?}: {}", e.message))?;
+        check_topic_name(t, MAX_TOPIC_NAME_LENGTH).map_err(|e| format!("topic {t:?}: {e}"))?;
     }
     let url = reqwest::Url::parse(&spec.backend_url)
         .map_err(|e| format!("backend_url {:?}: {e}", spec.backend_url))?;

@@ -17,6 +17,7 @@
 //! `X-Kafka-Reply-Topic`, defaulting to `common-requests` and
 //! `common-responses`.
 
+use crate::kafka::wire::topic::{check_topic_name, MAX_TOPIC_NAME_LENGTH};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -67,7 +68,7 @@ pub struct Route {
 
 /// What a request matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct RouteTarget {
     pub route: String,
     pub request_topic: String,
     pub reply_topic: String,
@@ -159,7 +160,7 @@ impl RouteTable {
         method: &http::Method,
         path: &str,
         headers: &http::HeaderMap,
-    ) -> Option<Target> {
+    ) -> Option<RouteTarget> {
         for route in &self.routes {
             if let Some(target) = route.matches(method, path) {
                 return Some(target);
@@ -175,7 +176,7 @@ impl RouteTable {
                 .unwrap_or(default)
                 .to_owned()
         };
-        Some(Target {
+        Some(RouteTarget {
             route: "header".to_owned(),
             request_topic: header(TOPIC_HEADER, &h.default_request_topic),
             reply_topic: header(REPLY_TOPIC_HEADER, &h.default_reply_topic),
@@ -236,8 +237,8 @@ impl Route {
             })
             .collect::<Result<Vec<_>, _>>()?;
         for topic in [&spec.request_topic, &spec.reply_topic] {
-            crate::http::target::topic(Some(topic), 249)
-                .map_err(|e| format!("topic {topic:?}: {}", e.message))?;
+            check_topic_name(topic, MAX_TOPIC_NAME_LENGTH)
+                .map_err(|e| format!("topic {topic:?}: {e}"))?;
         }
         let timeout = match spec.timeout {
             None => default_timeout,
@@ -255,7 +256,7 @@ impl Route {
         })
     }
 
-    fn matches(&self, method: &http::Method, path: &str) -> Option<Target> {
+    fn matches(&self, method: &http::Method, path: &str) -> Option<RouteTarget> {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return None;
         }
@@ -290,7 +291,7 @@ impl Route {
             return None;
         }
         let key = self.key.as_ref().map(|template| fill(template, &params));
-        Some(Target {
+        Some(RouteTarget {
             route: self.name.clone(),
             request_topic: self.request_topic.clone(),
             reply_topic: self.reply_topic.clone(),

@@ -100,6 +100,15 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.bytes.len() <= LENGTH_PREFIX
     }
+
+    /// The first bytes in hex, for error messages.
+    pub fn hex_prefix(&self) -> String {
+        self.bytes
+            .iter()
+            .take(48)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// Encodes a response header and message as one frame, length prefix

@@ -1,4 +1,5 @@
-//! HTTP request → request record → reply record → HTTP response.
+//! Request-reply over HTTP: HTTP request → request record → reply record →
+//! HTTP response (the Kafka side is in `crate::rr`).
 //!
 //! - Sync (default): the caller waits up to the route's timeout for the
 //!   reply; none in time → 504 `gateway_timeout`.
@@ -25,17 +26,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::listener::{ListenError, ReplyListener};
-use super::replies::{Known, ReplyBook};
-use super::routes::{RouteTable, Target, REPLY_TOPIC_HEADER, TOPIC_HEADER};
-use super::wire::{self, Reply};
-use crate::http::body::BodyReader;
-use crate::http::error::ApiError;
-use crate::http::middleware::{self, Authenticated, Caller};
-use crate::http::Sidecar;
-use crate::kafka::consumer::StartAt;
-use crate::kafka::producer::{OutgoingRecord, Producer};
+use super::body::BodyReader;
+use super::error::ApiError;
+use super::middleware::{self, Authenticated, Caller};
+use super::Sidecar;
+use crate::kafka::client::consumer::StartAt;
+use crate::kafka::client::producer::{OutgoingRecord, Producer};
 use crate::metrics as m;
+use crate::rr::listener::{ListenError, ReplyListener};
+use crate::rr::replies::{Known, ReplyBook};
+use crate::rr::routes::{RouteTable, RouteTarget, REPLY_TOPIC_HEADER, TOPIC_HEADER};
+use crate::rr::wire::{self, Reply};
 
 /// The request-reply side of the sidecar.
 pub struct Gateway {
@@ -106,14 +107,14 @@ fn outcome(route: &str, outcome: &'static str) {
 /// matches, else 404.
 pub async fn call(State(sidecar): State<Arc<Sidecar>>, request: Request) -> Response {
     let Some(gateway) = sidecar.gateway.clone() else {
-        return crate::http::error::not_found().await.into_response();
+        return super::error::not_found().await.into_response();
     };
     let (parts, body) = request.into_parts();
     let Some(target) = gateway
         .routes
         .resolve(&parts.method, parts.uri.path(), &parts.headers)
     else {
-        return crate::http::error::not_found().await.into_response();
+        return super::error::not_found().await.into_response();
     };
     let who = match middleware::authenticate(&sidecar, &parts.headers) {
         Ok(who) => who,
@@ -140,13 +141,13 @@ impl Gateway {
         &self,
         sidecar: &Sidecar,
         who: Authenticated,
-        target: Target,
+        target: RouteTarget,
         parts: http::request::Parts,
         body: Body,
     ) -> Result<Response, Failure> {
         let _in_flight = m::GaugeGuard::increment(m::RR_IN_FLIGHT);
         for topic in [&target.request_topic, &target.reply_topic] {
-            crate::http::target::topic(Some(topic), sidecar.topic_max_length)
+            super::target::topic(Some(topic), sidecar.topic_max_length)
                 .map_err(|e| (e, "invalid"))?;
         }
         let too_large = ApiError::new(
@@ -224,7 +225,7 @@ impl Gateway {
             let produced = self.producer.produce(&record).await;
             if let Err(error) = produced {
                 self.book.forget(&id);
-                return Err((crate::http::produce::produce_failed(error), "error"));
+                return Err((super::produce::produce_failed(error), "error"));
             }
         }
         let produced_at = Instant::now();
@@ -266,7 +267,7 @@ impl Gateway {
     fn request_record(
         &self,
         sidecar: &Sidecar,
-        target: &Target,
+        target: &RouteTarget,
         parts: &http::request::Parts,
         path: &str,
         id: &str,
@@ -330,9 +331,9 @@ pub async fn reply(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Some(gateway) = sidecar.gateway.clone() else {
-        return Err(crate::http::error::not_found().await);
+        return Err(super::error::not_found().await);
     };
-    let topic = crate::http::target::topic(Some(&topic), sidecar.topic_max_length)?;
+    let topic = super::target::topic(Some(&topic), sidecar.topic_max_length)?;
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -1,4 +1,4 @@
-//! A client's SaslHandshake and SaslAuthenticate requests, by mode.
+//! Stage: a client's SaslHandshake and SaslAuthenticate requests, by mode.
 //!
 //! - `passthrough`: they go to the broker like any request, so the client
 //!   logs in upstream with its own identity. That cannot work when the
@@ -11,18 +11,84 @@
 //!   a broker does. Unframed SASL (SaslHandshake v0, followed by raw
 //!   tokens) is refused: every client since Kafka 1.0 frames its tokens.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use kafka_protocol::messages::{
     ApiKey, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
     SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-use super::frame::{self, Frame, RequestHeaderPeek};
-use super::sasl_server::{ClientLogin, Step};
+use crate::kafka::auth::credentials::Credentials;
+use crate::kafka::auth::sasl_server::{ClientLogin, Step};
+use crate::kafka::relay::chain::{
+    ConnectionInfo, LocalAnswer, Refusal, Request, RequestAction, Stage, StageError, StageState,
+};
+use crate::kafka::wire::codes::{SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM};
+use crate::kafka::wire::frame::{self, Frame, RequestHeaderPeek};
 
-const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-const SASL_AUTHENTICATION_FAILED: i16 = 58;
+/// The client SASL stage.
+pub struct SaslGate {
+    /// Users and keys when the proxy terminates client SASL; `None` relays
+    /// clients' SASL requests (pass-through).
+    credentials: Option<Arc<Credentials>>,
+    /// Whether the proxy logs in to the brokers itself.
+    proxy_logs_in: bool,
+}
+
+impl SaslGate {
+    pub fn new(credentials: Option<Arc<Credentials>>, proxy_logs_in: bool) -> Self {
+        SaslGate {
+            credentials,
+            proxy_logs_in,
+        }
+    }
+}
+
+impl Stage for SaslGate {
+    fn name(&self) -> &'static str {
+        "sasl_gate"
+    }
+
+    fn wants_request(&self, header: &RequestHeaderPeek) -> bool {
+        // Pass-through with no login of the proxy's own: nothing to judge.
+        self.credentials.is_some() || (self.proxy_logs_in && is_sasl(header.api_key))
+    }
+
+    fn on_request<'a>(
+        &'a self,
+        _conn: &'a ConnectionInfo,
+        state: &'a mut StageState,
+        request: Request,
+    ) -> BoxFuture<'a, Result<RequestAction, StageError>> {
+        let login = self
+            .credentials
+            .as_ref()
+            .map(|c| state.get_or_insert_with(|| ClientLogin::new(Arc::clone(c))));
+        let version = request.header.api_version;
+        let answer = |frame| LocalAnswer {
+            frame,
+            api_version: version,
+        };
+        let action = match decide(
+            &request.header,
+            &request.frame.body(),
+            login,
+            self.proxy_logs_in,
+        ) {
+            SaslDecision::Forward => RequestAction::Forward(request),
+            SaslDecision::Answer(frame) => RequestAction::Answer(answer(frame)),
+            SaslDecision::AnswerAndClose(frame) => RequestAction::AnswerAndClose(answer(frame)),
+            SaslDecision::Refuse(reason) => RequestAction::Refuse(Refusal {
+                label: "unauthenticated",
+                message: format!("client refused: {reason}"),
+            }),
+        };
+        Box::pin(async move { Ok(action) })
+    }
+}
 
 /// What the session does with a request, as far as SASL is concerned.
 pub enum SaslDecision {
@@ -73,7 +139,12 @@ pub fn decide(
             };
             let mechanism = handshake.mechanism.to_string();
             let (code, offered) = match login.handshake(&mechanism) {
-                Ok(()) => (0, super::sasl_server::OFFERED.map(|m| m.name()).to_vec()),
+                Ok(()) => (
+                    0,
+                    crate::kafka::auth::sasl_server::OFFERED
+                        .map(|m| m.name())
+                        .to_vec(),
+                ),
                 Err(offered) => (UNSUPPORTED_SASL_MECHANISM, offered),
             };
             let response = SaslHandshakeResponse::default()

@@ -29,11 +29,11 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 
-use super::cluster::{CallError, Cluster};
+use crate::kafka::client::cluster::{CallError, Cluster};
 
 const FETCH_VERSION: i16 = 11;
 const LIST_OFFSETS_VERSION: i16 = 2;
-const OFFSET_OUT_OF_RANGE: i16 = 1;
+use crate::kafka::wire::codes::OFFSET_OUT_OF_RANGE;
 
 /// Where a partition starts when it has no position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,7 +449,7 @@ pub fn decode_records(
 ) -> (Vec<ConsumedRecord>, i64) {
     let mut out = Vec::new();
     let mut next = position;
-    let (whole, _partial) = super::batches::split_whole(records);
+    let (whole, _partial) = crate::kafka::wire::batches::split_whole(records);
     for batch in whole {
         // A v2 batch header is 61 bytes; anything shorter is not one.
         if batch.len() < 61 {
@@ -520,7 +520,7 @@ mod tests {
                 headers: IndexMap::new(),
             })
             .collect();
-        crate::kafka::batches::encode_v2(&records, compression).unwrap()
+        crate::kafka::wire::batches::encode_v2(&records, compression).unwrap()
     }
 
     fn values(records: &[ConsumedRecord]) -> Vec<(i64, String)> {

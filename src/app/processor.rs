@@ -1,48 +1,23 @@
-//! The `processor` subcommand's edge: configuration, the management
-//! endpoints, signals.
+//! The `processor` subcommand: configuration, the management endpoints,
+//! signals.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::ProcessorArgs;
+use crate::metrics;
+use crate::rr::processor::{KafkaAccess, Processor};
+use crate::rr::processor_config::ProcessorConfig;
+use crate::shutdown::ShutdownTrigger;
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use clap::Parser;
-use kafka_lfs_proxy::config::{EnvSettings, ProcessorArgs};
-use kafka_lfs_proxy::metrics;
-use kafka_lfs_proxy::rr::processor::{KafkaAccess, Processor};
-use kafka_lfs_proxy::rr::processor_config::ProcessorConfig;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-pub fn main(args: ProcessorArgs) -> ExitCode {
-    let config = match load(&args) {
-        Ok(c) => c,
-        Err(error) => {
-            eprintln!("kafka-lfs-proxy processor: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    // Kafka settings from the environment; the file's bootstrap servers
-    // when the environment names none.
-    let from_env = std::env::var_os("KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS").is_some();
-    let mut argv = vec!["kafka-lfs-proxy".to_owned()];
-    if let (false, Some(servers)) = (from_env, &config.bootstrap_servers) {
-        argv.extend(["--bootstrap-servers".to_owned(), servers.clone()]);
-    }
-    let settings = match EnvSettings::try_parse_from(argv) {
-        Ok(s) => s.settings,
-        Err(error) => {
-            eprintln!("kafka-lfs-proxy processor: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    super::block_on("kafka-lfs-proxy processor", run(args, config, settings))
-}
-
-fn load(args: &ProcessorArgs) -> anyhow::Result<ProcessorConfig> {
+/// The processor file (or topics string) with the flags' overrides applied.
+pub fn load_processor_config(args: &ProcessorArgs) -> anyhow::Result<ProcessorConfig> {
     let mut config = match (&args.config, &args.topics) {
         (Some(path), _) => ProcessorConfig::load(path)?,
         (None, Some(topics)) => ProcessorConfig::from_topics_string(topics)?,
@@ -64,10 +39,12 @@ struct Management {
     metrics: PrometheusHandle,
 }
 
-async fn run(
+/// Runs the processor until SIGTERM, then finishes the requests in hand
+/// and leaves the groups.
+pub async fn run_processor(
     args: ProcessorArgs,
     config: ProcessorConfig,
-    settings: kafka_lfs_proxy::config::Settings,
+    settings: crate::config::Settings,
 ) -> anyhow::Result<()> {
     super::init_logging(&settings.log_level);
     let prometheus = metrics::install();
@@ -106,19 +83,17 @@ async fn run(
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(management);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut server_stop = stopped.clone();
+    let trigger = ShutdownTrigger::new();
+    let mut server_stop = trigger.subscribe();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
+            .with_graceful_shutdown(async move { server_stop.wait().await })
             .await
     });
-    let work = tokio::spawn(Arc::clone(&processor).run(stopped));
+    let work = tokio::spawn(Arc::clone(&processor).run(trigger.subscribe()));
     super::wait_for_signal().await;
     tracing::info!("shutting down: finishing requests in hand, leaving the groups");
-    let _ = stop.send(true);
+    trigger.begin();
     let _ = tokio::time::timeout(settings.shutdown_timeout(), work).await;
     let _ = server.await;
     Ok(())

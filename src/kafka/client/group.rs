@@ -38,7 +38,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
-use super::cluster::{CallError, Cluster};
+use crate::kafka::client::cluster::{CallError, Cluster};
 
 const FIND_COORDINATOR_VERSION: i16 = 2;
 const JOIN_GROUP_VERSION: i16 = 5;
@@ -51,13 +51,10 @@ const OFFSET_FETCH_VERSION: i16 = 5;
 const PROTOCOL_TYPE: &str = "consumer";
 const ASSIGNOR: &str = "range";
 
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const ILLEGAL_GENERATION: i16 = 22;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const MEMBER_ID_REQUIRED: i16 = 79;
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
+use crate::kafka::wire::codes::{
+    COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, ILLEGAL_GENERATION,
+    MEMBER_ID_REQUIRED, NOT_COORDINATOR, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use super::credentials::Credentials;
-use super::sasl::Mechanism;
-use super::scram::{ScramHash, ScramKeys};
+use crate::kafka::auth::credentials::Credentials;
+use crate::kafka::auth::sasl::Mechanism;
+use crate::kafka::auth::scram::{ScramHash, ScramKeys};
 
 /// The mechanisms a terminating proxy offers.
 pub const OFFERED: [Mechanism; 3] = [
@@ -175,7 +175,7 @@ impl ClientLogin {
         };
         let nonce = format!(
             "{client_nonce}{}",
-            super::scram::ScramClient::random_nonce()
+            crate::kafka::auth::scram::ScramClient::random_nonce()
         );
         let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(salt));
         self.state = State::ScramSent {
@@ -244,8 +244,8 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::credentials::CredentialsFile;
-    use crate::kafka::scram::ScramClient;
+    use crate::kafka::auth::credentials::CredentialsFile;
+    use crate::kafka::auth::scram::ScramClient;
 
     fn login() -> ClientLogin {
         let dir = tempfile::tempdir().unwrap();

@@ -37,7 +37,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::frame::Frame;
+use crate::kafka::wire::frame::Frame;
 
 /// An upstream broker as the upstream cluster describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,7 +272,7 @@ fn transform<T: Decodable + Encodable>(
         version,
         source,
     };
-    super::frame::encode_response(&header, header_version, &response, version)
+    crate::kafka::wire::frame::encode_response(&header, header_version, &response, version)
         .map(Some)
         .map_err(encode_err)
 }
@@ -378,7 +378,7 @@ mod tests {
                     .with_node_id(BrokerId(-1))
                     .with_host(s(""))
                     .with_port(-1)
-                    .with_error_code(15),
+                    .with_error_code(crate::kafka::wire::codes::COORDINATOR_NOT_AVAILABLE),
             ]);
             let out = rewrite_response(
                 &map,

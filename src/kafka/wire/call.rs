@@ -9,7 +9,7 @@ use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::frame::{self, Frame, FrameError};
+use crate::kafka::wire::frame::{self, Frame, FrameError};
 
 /// Client id the proxy uses for its own requests.
 pub const CLIENT_ID: &str = "kafka-lfs-proxy";

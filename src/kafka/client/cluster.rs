@@ -23,8 +23,8 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::sync::Mutex;
 
-use super::client::{self, ClientError};
-use super::upstream::{BrokerStream, UpstreamError, UpstreamSecurity};
+use crate::kafka::relay::upstream::{BrokerStream, UpstreamError, UpstreamSecurity};
+use crate::kafka::wire::call::{self, ClientError};
 
 const METADATA_VERSION: i16 = 4;
 
@@ -117,7 +117,7 @@ impl Cluster {
             .await?;
         let metadata = tokio::time::timeout(
             self.connect_timeout,
-            client::round_trip(
+            call::round_trip(
                 &mut stream,
                 self.next_correlation(),
                 METADATA_VERSION,
@@ -179,7 +179,7 @@ impl Cluster {
                 stream: connected.stream,
                 replace_at: connected
                     .session_lifetime
-                    .map(|l| Instant::now() + super::reauth::due_after(l)),
+                    .map(|l| Instant::now() + crate::kafka::auth::sasl::due_after(l)),
             });
         }
         let Some(open) = connection.as_mut() else {
@@ -188,7 +188,7 @@ impl Cluster {
         let correlation = self.next_correlation();
         let answer = tokio::time::timeout(
             self.request_timeout + extra_wait + Duration::from_secs(5),
-            client::round_trip(
+            call::round_trip(
                 &mut open.stream,
                 correlation,
                 version,

@@ -11,7 +11,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::sasl::{self, SaslCredentials, SaslError};
+use crate::kafka::auth::sasl::{self, SaslCredentials, SaslError};
 use crate::tls::MaybeTlsStream;
 
 #[derive(Debug, thiserror::Error)]

@@ -28,10 +28,10 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Message, VersionRange};
 
-use super::frame::Frame;
+use crate::kafka::wire::frame::Frame;
 
 /// Kafka's UNSUPPORTED_VERSION error code.
-pub const UNSUPPORTED_VERSION: i16 = 35;
+pub use super::codes::UNSUPPORTED_VERSION;
 
 /// Why a key is not offered to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub enum Withheld {
 /// This table is the reviewed surface of the proxy. When `kafka-protocol`
 /// gains keys or versions, `tests::crate_versions_are_reviewed` fails until
 /// someone has checked the new versions for broker coordinates and updated
-/// this function and `super::addresses` accordingly.
+/// this function and `crate::kafka::relay::addresses` accordingly.
 pub fn proxy_range(key: ApiKey) -> Result<VersionRange, Withheld> {
     use ApiKey::*;
     match key {
@@ -164,7 +164,7 @@ pub fn rewrite_api_versions_response(
         // the rejected version's format, and not always well. The meaning is
         // plain: that version is not supported; ask the client to step down.
         Err(_) if error_code == UNSUPPORTED_VERSION && request_version > 0 => {
-            let correlation_id = crate::kafka::frame::peek_correlation_id(body).unwrap_or(0);
+            let correlation_id = crate::kafka::wire::frame::peek_correlation_id(body).unwrap_or(0);
             return Ok(unsupported_version_response(
                 correlation_id,
                 request_version - 1,
@@ -232,7 +232,7 @@ fn encode_response(
     version: i16,
 ) -> Result<Frame, VersionsError> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    super::frame::encode_response(&header, 0, response, version)
+    crate::kafka::wire::frame::encode_response(&header, 0, response, version)
         .map_err(|source| VersionsError::Encode { version, source })
 }
 

@@ -26,8 +26,8 @@ use kafka_protocol::records::{Compression, Record, TimestampType};
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 
-use super::cluster::{CallError, Cluster};
-use super::partitioner;
+use crate::kafka::client::cluster::{CallError, Cluster};
+use crate::kafka::client::partitioner;
 
 const PRODUCE_VERSION: i16 = 7;
 /// How long a topic's partition count and leaders are trusted.
@@ -288,6 +288,6 @@ fn encode_batch(record: &OutgoingRecord) -> Result<Bytes, ProduceError> {
         value: Some(record.value.clone()),
         headers,
     };
-    super::batches::encode_v2(std::slice::from_ref(&r), Compression::None)
+    crate::kafka::wire::batches::encode_v2(std::slice::from_ref(&r), Compression::None)
         .map_err(|e| ProduceError::Encode(e.to_string()))
 }

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::scram::{ScramHash, ScramKeys};
+use crate::kafka::auth::scram::{ScramHash, ScramKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {

@@ -15,8 +15,8 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::client::{self, ClientError};
-use super::scram::{ScramClient, ScramError, ScramHash};
+use crate::kafka::auth::scram::{ScramClient, ScramError, ScramHash};
+use crate::kafka::wire::call::{self, ClientError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
@@ -112,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SaslExchange for DirectExchange<'_, S> {
         request: &R,
     ) -> Result<R::Response, ClientError> {
         self.next_id = self.next_id.wrapping_add(1);
-        client::round_trip(
+        call::round_trip(
             self.stream,
             self.next_id,
             version,
@@ -194,4 +194,24 @@ async fn step<E: SaslExchange>(
         ));
     }
     Ok(answer)
+}
+
+/// Fraction of a SASL session's lifetime (KIP-368) after which the proxy
+/// logs in again, on relayed and on its own connections alike.
+const REAUTH_AT: f64 = 0.85;
+
+/// When to log in again, given the lifetime the broker granted.
+pub fn due_after(lifetime: std::time::Duration) -> std::time::Duration {
+    lifetime.mul_f64(REAUTH_AT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_again_at_85_percent() {
+        use std::time::Duration;
+        assert_eq!(due_after(Duration::from_secs(100)), Duration::from_secs(85));
+    }
 }

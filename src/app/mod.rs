@@ -1,0 +1,35 @@
+//! Wiring: the one place that builds the running parts from the settings.
+//! Each part gets its own small config (`RelayConfig`, `HttpConfig`, ...),
+//! never the whole settings. Errors here are the binary's edge (`anyhow`).
+
+mod processor;
+mod proxy;
+
+pub use processor::{load_processor_config, run_processor};
+pub use proxy::{build_chain, run_proxy};
+
+/// SIGTERM or Ctrl-C.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Logs to standard error, filtered by `level` (EnvFilter syntax).
+pub fn init_logging(level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

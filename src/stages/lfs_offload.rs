@@ -1,0 +1,143 @@
+//! Stage: the LFS offload on Produce. Every record tagged `LFS_BLOB` has its
+//! value stored and replaced by an envelope (`lfs::rewrite`); partitions the
+//! proxy could not offload are answered by the proxy, merged with the
+//! broker's answer for the rest (`lfs::response`).
+//!
+//! What a rewritten request leaves to settle ([`StoredObjects`]): when the
+//! broker refuses a partition, or the answer never comes, the objects of
+//! that partition are deleted, since no envelope in Kafka points to them.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use kafka_protocol::messages::ApiKey;
+
+use crate::kafka::relay::chain::{
+    ConnectionInfo, LocalAnswer, Owing, Request, RequestAction, Stage, StageError, StageState,
+};
+use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
+use crate::lfs::response::{self, LfsOwed};
+use crate::lfs::rewrite::{self, Lfs};
+
+pub struct LfsOffload {
+    lfs: Arc<Lfs>,
+}
+
+impl LfsOffload {
+    pub fn new(lfs: Arc<Lfs>) -> Self {
+        LfsOffload { lfs }
+    }
+}
+
+impl Stage for LfsOffload {
+    fn name(&self) -> &'static str {
+        "lfs_offload"
+    }
+
+    fn wants_request(&self, header: &RequestHeaderPeek) -> bool {
+        header.api_key == ApiKey::Produce as i16
+    }
+
+    fn on_request<'a>(
+        &'a self,
+        conn: &'a ConnectionInfo,
+        _state: &'a mut StageState,
+        mut request: Request,
+    ) -> BoxFuture<'a, Result<RequestAction, StageError>> {
+        Box::pin(async move {
+            let rewritten = match rewrite::rewrite_produce(
+                &self.lfs,
+                &request.header,
+                &request.frame,
+            )
+            .await
+            {
+                Ok(Some(rewritten)) => rewritten,
+                Ok(None) => return Ok(RequestAction::Forward(request)),
+                Err(error) => {
+                    // The broker will judge a request the proxy cannot decode.
+                    tracing::warn!(connection = conn.id, %error, "Produce not rewritten; forwarding as is");
+                    return Ok(RequestAction::Forward(request));
+                }
+            };
+            let acks0 = !request.expects_response();
+            for f in &rewritten.failed {
+                tracing::warn!(
+                    connection = conn.id,
+                    client_id = %conn.client_id(),
+                    topic = %f.topic,
+                    partition = f.partition,
+                    error_code = f.error_code,
+                    reason = %f.message,
+                    acks0,
+                    "LFS partition refused"
+                );
+            }
+            let owed = LfsOwed {
+                uploads: rewritten.uploads,
+                failed: rewritten.failed,
+            };
+            let Some(frame) = rewritten.frame else {
+                // Every partition failed in the proxy: it answers itself.
+                let header = &request.header;
+                let frame = response::failed_response(
+                    header.correlation_id,
+                    header.api_version,
+                    &owed.failed,
+                )
+                .map_err(|e| StageError::new(self.name(), e))?;
+                return Ok(RequestAction::Answer(LocalAnswer {
+                    frame,
+                    api_version: header.api_version,
+                }));
+            };
+            request.frame = frame;
+            request.owing.push(Box::new(StoredObjects {
+                owed,
+                lfs: Arc::clone(&self.lfs),
+            }));
+            Ok(RequestAction::Forward(request))
+        })
+    }
+}
+
+/// Objects stored for a forwarded Produce, settled by its response.
+struct StoredObjects {
+    owed: LfsOwed,
+    lfs: Arc<Lfs>,
+}
+
+impl Owing for StoredObjects {
+    fn settle(self: Box<Self>, response: Frame, api_version: i16) -> Result<Frame, StageError> {
+        match response::merge_response(&response, api_version, &self.owed) {
+            Ok((merged, orphans)) => {
+                delete_orphans(&self.lfs, orphans);
+                Ok(merged)
+            }
+            Err(e) => {
+                delete_orphans(&self.lfs, self.owed.all_keys());
+                Err(StageError::new(
+                    "lfs_offload",
+                    format!("Produce response: {e}"),
+                ))
+            }
+        }
+    }
+
+    fn abandon(self: Box<Self>) {
+        delete_orphans(&self.lfs, self.owed.all_keys());
+    }
+}
+
+/// Deletes, in the background, objects no envelope points to.
+fn delete_orphans(lfs: &Arc<Lfs>, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    tracing::info!(
+        count = keys.len(),
+        "deleting LFS objects whose envelopes did not reach Kafka"
+    );
+    let lfs = Arc::clone(lfs);
+    tokio::spawn(async move { rewrite::delete_all(&lfs, &keys).await });
+}
