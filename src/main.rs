@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kafka_lfs_proxy::config::{Cli, Command, EnvSettings, ProcessorArgs};
+use kafka_lfs_proxy::config::{Cli, Command, ProcessorArgs};
 use kafka_lfs_proxy::{app, inspect};
 
 fn main() -> ExitCode {
@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::InspectCapture(args)) => inspect_capture(&args.dir, &args.forbid),
         Some(Command::Credentials(args)) => credentials(&args),
-        Some(Command::Processor(args)) => processor(args),
+        Some(Command::Processor(args)) => processor(*args),
         None => {
             if let Err(error) = cli.settings.validate() {
                 eprintln!("kafka-lfs-proxy: {error}");
@@ -22,31 +22,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn processor(args: ProcessorArgs) -> ExitCode {
-    let config = match app::load_processor_config(&args) {
+fn processor(mut args: ProcessorArgs) -> ExitCode {
+    let config = match app::load_processor_config(&mut args) {
         Ok(c) => c,
         Err(error) => {
             eprintln!("kafka-lfs-proxy processor: {error:#}");
             return ExitCode::from(2);
         }
     };
-    // Kafka settings from the environment; the file's bootstrap servers
-    // when the environment names none.
-    let from_env = std::env::var_os("KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS").is_some();
-    let mut argv = vec!["kafka-lfs-proxy".to_owned()];
-    if let (false, Some(servers)) = (from_env, &config.bootstrap_servers) {
-        argv.extend(["--bootstrap-servers".to_owned(), servers.clone()]);
-    }
-    let settings = match EnvSettings::try_parse_from(argv) {
-        Ok(s) => s.settings,
-        Err(error) => {
-            eprintln!("kafka-lfs-proxy processor: {error}");
-            return ExitCode::from(2);
-        }
-    };
     block_on(
         "kafka-lfs-proxy processor",
-        app::run_processor(args, config, settings),
+        app::run_processor(args, config),
     )
 }
 

@@ -16,8 +16,10 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-/// The processor file (or topics string) with the flags' overrides applied.
-pub fn load_processor_config(args: &ProcessorArgs) -> anyhow::Result<ProcessorConfig> {
+/// The processor file (or topics string) with the flags' overrides
+/// applied; the file's bootstrap servers fill in when no setting names any.
+/// The Kafka and process settings are checked here, before any work.
+pub fn load_processor_config(args: &mut ProcessorArgs) -> anyhow::Result<ProcessorConfig> {
     let mut config = match (&args.config, &args.topics) {
         (Some(path), _) => ProcessorConfig::load(path)?,
         (None, Some(topics)) => ProcessorConfig::from_topics_string(topics)?,
@@ -31,6 +33,15 @@ pub fn load_processor_config(args: &ProcessorArgs) -> anyhow::Result<ProcessorCo
     if let Some(t) = &args.dead_letter_topic {
         config.dead_letter_topic = Some(t.clone()).filter(|t| !t.is_empty());
     }
+    if let (true, Some(servers)) = (
+        args.upstream.bootstrap().is_empty(),
+        &config.bootstrap_servers,
+    ) {
+        args.upstream.bootstrap_servers = servers.split(',').map(str::to_owned).collect();
+    }
+    args.upstream.validate_servers()?;
+    args.upstream.validate_security()?;
+    args.process.validate()?;
     Ok(config)
 }
 
@@ -41,21 +52,17 @@ struct Management {
 
 /// Runs the processor until SIGTERM, then finishes the requests in hand
 /// and leaves the groups.
-pub async fn run_processor(
-    args: ProcessorArgs,
-    config: ProcessorConfig,
-    settings: crate::config::Settings,
-) -> anyhow::Result<()> {
-    super::init_logging(&settings.log_level);
+pub async fn run_processor(args: ProcessorArgs, config: ProcessorConfig) -> anyhow::Result<()> {
+    let (upstream, process) = (&args.upstream, &args.process);
+    super::init_logging(&process.log_level);
     let prometheus = metrics::install();
-    settings.validate()?;
-    let upstream = Arc::new(settings.upstream_security()?);
+    let security = Arc::new(super::parts::upstream_security(upstream)?);
     let access = KafkaAccess {
-        upstream,
-        bootstrap: settings.bootstrap(),
-        connect_timeout: settings.upstream_connect_timeout(),
-        request_timeout: Duration::from_millis(settings.produce_timeout_ms),
-        max_frame_size: settings.max_frame_size,
+        upstream: security,
+        bootstrap: upstream.bootstrap(),
+        connect_timeout: upstream.connect_timeout(),
+        request_timeout: upstream.request_timeout(),
+        max_frame_size: upstream.max_frame_size,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         fetch_wait: Duration::from_millis(args.fetch_wait_ms),
     };
@@ -73,7 +80,7 @@ pub async fn run_processor(
                 args.addr
             )
         })?;
-    tracing::info!(addr = %args.addr, ?topics, upstream = ?settings.bootstrap(), "kafka-lfs-proxy processor starting");
+    tracing::info!(addr = %args.addr, ?topics, upstream = ?upstream.bootstrap(), "kafka-lfs-proxy processor starting");
     let management = Arc::new(Management {
         processor: Arc::clone(&processor),
         metrics: prometheus,
@@ -94,7 +101,7 @@ pub async fn run_processor(
     super::wait_for_signal().await;
     tracing::info!("shutting down: finishing requests in hand, leaving the groups");
     trigger.begin();
-    let _ = tokio::time::timeout(settings.shutdown_timeout(), work).await;
+    let _ = tokio::time::timeout(process.shutdown_timeout(), work).await;
     let _ = server.await;
     Ok(())
 }

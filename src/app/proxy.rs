@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::config::Settings;
+use super::parts;
+use crate::config::{
+    ClientSaslMode, HttpSettings, RrSettings, Settings, StorageSettings, UpstreamSettings,
+};
 use crate::http::request_reply::Gateway;
-use crate::http::{self, HttpConfig, Sidecar, SidecarParts};
+use crate::http::{HttpConfig, Sidecar, SidecarParts};
 use crate::kafka::auth::credentials::Credentials;
 use crate::kafka::client::producer::Producer;
 use crate::kafka::relay::chain::Chain;
@@ -42,33 +45,36 @@ pub fn build_chain(
 
 /// Runs the proxy until SIGTERM, then drains.
 pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
-    super::init_logging(&settings.log_level);
+    let Settings {
+        listener,
+        upstream,
+        storage,
+        http,
+        rr,
+        process,
+    } = &settings;
+    super::init_logging(&process.log_level);
     let prometheus = metrics::install();
-    let lfs = Arc::new(settings.lfs()?);
-    let upstream = Arc::new(settings.upstream_security()?);
+    let lfs = Arc::new(parts::lfs(storage)?);
+    let security = Arc::new(parts::upstream_security(upstream)?);
     let client_credentials = match (
-        &settings.client_sasl_credentials_file,
-        settings.client_sasl_terminates(),
+        &listener.client_sasl_credentials_file,
+        listener.client_sasl_mode(),
     ) {
-        (Some(path), true) => Some(Arc::new(
+        (Some(path), ClientSaslMode::Terminate) => Some(Arc::new(
             Credentials::load(path).context("KAFSCALE_LFS_PROXY_CLIENT_SASL_CREDENTIALS_FILE")?,
         )),
         _ => None,
     };
-    let http_tls = if settings.http_tls_enabled {
-        let (Some(cert), Some(key)) = (&settings.http_tls_cert_file, &settings.http_tls_key_file)
-        else {
-            anyhow::bail!("KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE and _KEY_FILE are required");
-        };
-        let ca = settings.http_tls_client_ca_file.as_deref();
-        let require = settings
-            .http_tls_require_client_cert
-            .unwrap_or(ca.is_some());
-        Some(http::serve::tls_acceptor(cert, key, ca, require)?)
-    } else {
-        None
+    let http_tls = match http.tls()? {
+        Some(files) => Some(parts::server_tls(&files, &[b"http/1.1"])?),
+        None => None,
     };
-    if settings.s3_ensure_bucket {
+    let client_tls = match listener.tls()? {
+        Some(files) => Some(parts::server_tls(&files, &[])?),
+        None => None,
+    };
+    if storage.s3_ensure_bucket {
         match lfs.store.ensure_bucket().await {
             Ok(true) => tracing::info!(bucket = %lfs.store.bucket(), "created S3 bucket"),
             Ok(false) => {}
@@ -76,7 +82,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         }
     }
     tracing::info!(
-        store = if settings.s3_bucket.is_some() { "s3" } else { "local" },
+        store = if storage.s3_bucket.is_some() { "s3" } else { "local" },
         bucket = %lfs.store.bucket(),
         namespace = %lfs.namespace,
         "LFS offload enabled"
@@ -84,33 +90,33 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
 
     let trigger = ShutdownTrigger::new();
     let brokers = BrokerListeners::new(
-        settings.addr.ip(),
-        &settings.advertised_host(),
-        settings.broker_port_base(),
+        listener.addr.ip(),
+        &listener.advertised_host(),
+        listener.broker_port_base(),
     );
     let chain = build_chain(
         client_credentials,
-        upstream.sasl.is_some(),
+        security.sasl.is_some(),
         Arc::clone(&lfs),
         Arc::clone(&brokers),
     );
     tracing::debug!(stages = ?chain.names(), "interception chain");
     let relay = RelayConfig {
-        addr: settings.addr,
-        bootstrap: settings.bootstrap(),
-        max_frame_size: settings.max_frame_size,
-        inflight_bytes: settings.inflight_bytes,
-        max_in_flight: settings.max_in_flight,
-        connect_timeout: settings.upstream_connect_timeout(),
-        health_interval: settings.health_interval(),
-        capture_dir: settings.capture_dir.clone(),
+        addr: listener.addr,
+        bootstrap: upstream.bootstrap(),
+        max_frame_size: upstream.max_frame_size,
+        inflight_bytes: listener.inflight_bytes,
+        max_in_flight: listener.max_in_flight,
+        connect_timeout: upstream.connect_timeout(),
+        health_interval: process.health_interval(),
+        capture_dir: listener.capture_dir.clone(),
     };
     let proxy = Proxy::start(
         relay,
         chain,
         brokers,
-        Arc::clone(&upstream),
-        settings.client_tls()?,
+        Arc::clone(&security),
+        client_tls,
         trigger.subscribe(),
     )
     .context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
@@ -118,57 +124,58 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     let kafka_addr = proxy
         .bind_bootstrap()
         .await
-        .with_context(|| format!("cannot listen on KAFSCALE_LFS_PROXY_ADDR={}", settings.addr))?;
-    let http_listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .with_context(|| format!("cannot listen on KAFSCALE_LFS_PROXY_ADDR={}", listener.addr))?;
+    let http_listener = tokio::net::TcpListener::bind(http.http_addr)
         .await
         .with_context(|| {
             format!(
                 "cannot listen on KAFSCALE_LFS_PROXY_HTTP_ADDR={}",
-                settings.http_addr
+                http.http_addr
             )
         })?;
     tracing::info!(
         kafka = %kafka_addr,
-        http = %settings.http_addr,
-        http_tls = settings.http_tls_enabled,
+        http = %http.http_addr,
+        http_tls = http.http_tls_enabled,
         advertised_host = %proxy.brokers.addresses().advertised_host(),
-        broker_port_base = settings.broker_port_base(),
-        upstream = ?settings.bootstrap(),
-        upstream_tls = settings.backend_tls_enabled,
-        client_tls = settings.tls_enabled,
-        client_sasl = %settings.client_sasl_mode,
-        upstream_sasl = settings.backend_sasl_mechanism.as_deref().unwrap_or("none"),
+        broker_port_base = listener.broker_port_base(),
+        upstream = ?upstream.bootstrap(),
+        upstream_tls = upstream.backend_tls_enabled,
+        client_tls = listener.tls_enabled,
+        client_sasl = %listener.client_sasl_mode,
+        upstream_sasl = upstream.backend_sasl_mechanism.as_deref().unwrap_or("none"),
         "kafka-lfs-proxy listening"
     );
     tokio::spawn(Arc::clone(&proxy).health_loop());
-    let gateway = gateway(&settings, &upstream).context("KAFSCALE_LFS_PROXY_RR_ROUTES_FILE")?;
+    let gateway = gateway(rr, upstream, &security).context("KAFSCALE_LFS_PROXY_RR_ROUTES_FILE")?;
     let sidecar = Sidecar::new(
-        http_config(&settings),
+        http_config(http, storage),
         SidecarParts {
             lfs,
-            producer: Producer::new(settings.own_cluster(&upstream)),
+            producer: Producer::new(parts::own_cluster(upstream, &security)),
             metrics: prometheus,
-            jwt: settings.http_jwt()?,
+            jwt: parts::http_jwt(http)?,
             gateway,
             upstream_health: Arc::clone(&proxy.upstream_health),
             shutdown: trigger.subscribe(),
         },
     );
-    tokio::spawn(Arc::clone(&sidecar).storage_health_loop(settings.health_interval()));
-    let app = http::router(sidecar);
-    let http_server = tokio::spawn(http::serve::serve(
+    tokio::spawn(Arc::clone(&sidecar).storage_health_loop(process.health_interval()));
+    let app = crate::http::router(sidecar);
+    let http_server = tokio::spawn(crate::http::serve::serve(
         http_listener,
         app,
         http_tls,
         trigger.subscribe(),
-        settings.shutdown_timeout(),
+        process.shutdown_timeout(),
     ));
 
     super::wait_for_signal().await;
-    tracing::info!(timeout = ?settings.shutdown_timeout(), "shutting down: draining connections");
-    let deadline = tokio::time::Instant::now() + settings.shutdown_timeout();
+    let timeout = process.shutdown_timeout();
+    tracing::info!(?timeout, "shutting down: draining connections");
+    let deadline = tokio::time::Instant::now() + timeout;
     trigger.begin();
-    let left = proxy.drain(settings.shutdown_timeout()).await;
+    let left = proxy.drain(timeout).await;
     if left > 0 {
         tracing::warn!(
             sessions = left,
@@ -182,68 +189,63 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn http_config(settings: &Settings) -> HttpConfig {
+fn http_config(http: &HttpSettings, storage: &StorageSettings) -> HttpConfig {
     HttpConfig {
-        api_keys: settings.http_api_keys(),
-        read_idle: Duration::from_secs(settings.http_read_timeout_sec),
-        presign_enabled: settings.presign_enabled,
-        download_ttl: Duration::from_secs(settings.download_ttl_sec),
-        temp_dir: settings
+        api_keys: http.http_api_keys(),
+        read_idle: Duration::from_secs(http.http_read_timeout_sec),
+        presign_enabled: http.presign_enabled,
+        download_ttl: Duration::from_secs(http.download_ttl_sec),
+        temp_dir: http
             .download_temp_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir),
-        topic_max_length: settings.topic_max_length,
-        session_ttl: Duration::from_secs(settings.upload_session_ttl_sec),
-        part_size: settings.chunk_size as u64,
-        cors_origins: settings.http_cors_origins(),
+        topic_max_length: http.topic_max_length,
+        session_ttl: Duration::from_secs(http.upload_session_ttl_sec),
+        part_size: storage.chunk_size as u64,
+        cors_origins: http.http_cors_origins(),
     }
 }
 
 /// The request-reply gateway the settings ask for, with its reply listener
 /// started; `None` when no route is configured.
 fn gateway(
-    settings: &Settings,
-    upstream: &Arc<UpstreamSecurity>,
+    rr: &RrSettings,
+    upstream: &UpstreamSettings,
+    security: &Arc<UpstreamSecurity>,
 ) -> Result<Option<Arc<Gateway>>, RouteError> {
-    let default_timeout = Duration::from_secs(settings.rr_timeout_sec);
-    let routes = match &settings.rr_routes_file {
+    let default_timeout = Duration::from_secs(rr.rr_timeout_sec);
+    let routes = match &rr.rr_routes_file {
         Some(path) => RouteTable::load_routes(path, default_timeout)?,
         None => Vec::new(),
     };
-    let header_route = settings.rr_header_route.then(|| HeaderRoute {
-        default_request_topic: settings.rr_default_request_topic.clone(),
-        default_reply_topic: settings.rr_default_reply_topic.clone(),
+    let header_route = rr.rr_header_route.then(|| HeaderRoute {
+        default_request_topic: rr.rr_default_request_topic.clone(),
+        default_reply_topic: rr.rr_default_reply_topic.clone(),
     });
     let table = RouteTable::new(routes, header_route, default_timeout);
     if table.is_empty() {
         return Ok(None);
     }
     let mut topics = table.reply_topics();
-    topics.extend(
-        settings
-            .rr_warmup_topics
-            .iter()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty()),
-    );
+    topics.extend(crate::config::trimmed(&rr.rr_warmup_topics));
     let book = Arc::new(ReplyBook::new(
-        Duration::from_secs(settings.rr_reply_ttl_sec),
-        settings.rr_reply_cache_bytes,
+        Duration::from_secs(rr.rr_reply_ttl_sec),
+        rr.rr_reply_cache_bytes,
     ));
     let listener = ReplyListener::start(
-        Arc::new(settings.own_cluster(upstream)),
+        Arc::new(parts::own_cluster(upstream, security)),
         Arc::clone(&book),
         topics,
-        settings.rr_max_reply_topics,
-        (settings.max_frame_size / 4).max(1 << 20),
-        Duration::from_millis(settings.rr_fetch_wait_ms),
+        rr.rr_max_reply_topics,
+        (upstream.max_frame_size / 4).max(1 << 20),
+        Duration::from_millis(rr.rr_fetch_wait_ms),
     );
     Ok(Some(Arc::new(Gateway {
         routes: table,
         book,
         listener,
-        producer: Producer::new(settings.own_cluster(upstream)),
-        max_body: settings.rr_max_body_bytes,
-        max_wait: Duration::from_secs(settings.rr_max_wait_sec),
+        producer: Producer::new(parts::own_cluster(upstream, security)),
+        max_body: rr.rr_max_body_bytes,
+        max_wait: Duration::from_secs(rr.rr_max_wait_sec),
     })))
 }

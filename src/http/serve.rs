@@ -3,8 +3,6 @@
 //! connection. Request headers must arrive within `HEADER_TIMEOUT`
 //! (slowloris); bodies have their own idle timeout in the handlers.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,35 +11,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::tls::{self, SettingNames, TlsSetupError};
-
 use crate::shutdown::Shutdown;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Builds the HTTP API's TLS acceptor (HTTP/1.1 over ALPN).
-pub fn tls_acceptor(
-    cert_file: &Path,
-    key_file: &Path,
-    client_ca_file: Option<&Path>,
-    require_client_cert: bool,
-) -> Result<TlsAcceptor, TlsSetupError> {
-    let names = SettingNames {
-        cert: "KAFSCALE_LFS_PROXY_HTTP_TLS_CERT_FILE",
-        key: "KAFSCALE_LFS_PROXY_HTTP_TLS_KEY_FILE",
-        ca: "KAFSCALE_LFS_PROXY_HTTP_TLS_CLIENT_CA_FILE",
-    };
-    let mut config = tls::server_config(
-        &names,
-        cert_file,
-        key_file,
-        client_ca_file,
-        require_client_cert,
-    )?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
 
 /// Accepts connections until shutdown; each is served on its own task.
 /// At shutdown, idle keep-alive connections close, requests in progress
