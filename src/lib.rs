@@ -6,6 +6,7 @@
 //! `kafka::wire`; `config` is read only by `app`. The README has the map.
 
 pub mod app;
+pub mod backoff;
 pub mod capture;
 pub mod config;
 pub mod health;

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use kafka_protocol::messages::ApiKey;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const CONNECTIONS_OPEN: &str = "kafka_lfs_proxy_connections_open";
 pub const CONNECTIONS_TOTAL: &str = "kafka_lfs_proxy_connections_total";
@@ -48,15 +48,43 @@ pub const PROCESSOR_DEAD_LETTERS_TOTAL: &str = "kafka_lfs_proxy_processor_dead_l
 pub const PROCESSOR_EXPIRED_TOTAL: &str = "kafka_lfs_proxy_processor_expired_total";
 pub const PROCESSOR_REBALANCES_TOTAL: &str = "kafka_lfs_proxy_processor_rebalances_total";
 
+/// Bucket upper bounds, in seconds, of every `_seconds` histogram: from a
+/// millisecond (a relayed request, a cached reply) to two minutes (a
+/// multi-GiB upload or a long request-reply wait). Histograms, unlike
+/// summaries, can be summed across replicas.
+pub const SECONDS_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0,
+];
+
+/// How often the recorder's upkeep runs (drains histogram samples recorded
+/// between scrapes, so they never pile up).
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the global recorder once; later calls return the same handle.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".to_owned()),
+                    &SECONDS_BUCKETS,
+                )
+                .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "cannot start the metrics upkeep thread");
+            }
             handle
         })
         .clone()
@@ -186,4 +214,27 @@ pub fn frame_rejected(reason: &'static str) {
 
 pub fn upstream_error(kind: &'static str) {
     metrics::counter!(UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_render_as_histograms_with_buckets() {
+        let handle = install();
+        metrics::histogram!(LFS_UPLOAD_SECONDS).record(0.003);
+        metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => "/livez").record(0.2);
+        let text = handle.render();
+        assert!(
+            text.contains("# TYPE kafka_lfs_proxy_lfs_upload_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kafka_lfs_proxy_lfs_upload_duration_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("kafka_lfs_proxy_http_request_duration_seconds_bucket{route=\"/livez\",le=\"0.25\"}"), "{text}");
+        assert!(!text.contains("quantile="), "{text}");
+    }
 }

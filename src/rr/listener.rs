@@ -13,6 +13,7 @@
 //! Partitions added to a topic later are found by a periodic metadata
 //! refresh and read from their start.
 
+use crate::backoff::Backoff;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,10 +37,22 @@ const POSITION_RETRY_MAX: Duration = Duration::from_secs(5);
 /// When a failed step may run again: a delay that grows with each failure
 /// in a row and is forgotten on success, so an outage costs a few dials
 /// rather than one per fetch wait.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RetryDelay {
+    /// The nominal delay of the latest failure; `None` after a success.
     delay: Option<Duration>,
     not_before: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Default for RetryDelay {
+    fn default() -> Self {
+        RetryDelay {
+            delay: None,
+            not_before: None,
+            backoff: Backoff::new(POSITION_RETRY_FIRST, POSITION_RETRY_MAX),
+        }
+    }
 }
 
 impl RetryDelay {
@@ -48,11 +61,8 @@ impl RetryDelay {
     }
 
     fn failed(&mut self) {
-        let delay = self
-            .delay
-            .map_or(POSITION_RETRY_FIRST, |d| (d * 2).min(POSITION_RETRY_MAX));
-        self.delay = Some(delay);
-        self.not_before = Some(Instant::now() + delay);
+        self.delay = Some(self.backoff.nominal());
+        self.not_before = Some(Instant::now() + self.backoff.next_wait());
     }
 
     fn succeeded(&mut self) {

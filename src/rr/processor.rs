@@ -18,6 +18,7 @@
 //!   its caller has already been told 504.
 //! - An optional per-topic rate limit spaces backend calls evenly.
 
+use crate::backoff::Backoff;
 use crate::kafka::wire::topic::{check_topic_name, MAX_TOPIC_NAME_LENGTH};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -154,7 +155,7 @@ impl Processor {
             self.kafka.fetch_wait,
             (self.kafka.max_frame_size / 4).max(1 << 20),
         );
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         while !shutdown.is_shutdown() {
             let generation = match member.join().await {
                 Ok(g) => g,
@@ -166,14 +167,13 @@ impl Processor {
                         tracing::warn!(%error, group, "consumer group join failed; retrying");
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                         _ = shutdown.wait() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(200);
+            backoff.reset();
             metrics::counter!(m::PROCESSOR_REBALANCES_TOTAL, "group" => group.clone()).increment(1);
             tracing::info!(
                 group,
@@ -479,7 +479,7 @@ impl Processor {
             headers.insert(wire::SUBJECT_HEADER, subject);
         }
         let body = record.value.clone().unwrap_or_default();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -517,7 +517,8 @@ impl Processor {
             metrics::histogram!(m::PROCESSOR_BACKEND_SECONDS, "topic" => config.request_topic.clone())
                 .record(started.elapsed().as_secs_f64());
             let give_up = attempt >= config.max_retries
-                || deadline.is_some_and(|d| wire::now_ms() + backoff.as_millis() as i64 >= d);
+                || deadline
+                    .is_some_and(|d| wire::now_ms() + backoff.nominal().as_millis() as i64 >= d);
             match result {
                 Ok((status, headers, body)) if status < 500 || give_up => {
                     return BackendOutcome::Answered {
@@ -553,8 +554,7 @@ impl Processor {
             }
             metrics::counter!(m::PROCESSOR_RETRIES_TOTAL, "topic" => config.request_topic.clone())
                 .increment(1);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(backoff.next_wait()).await;
         }
     }
 

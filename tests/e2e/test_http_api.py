@@ -473,6 +473,21 @@ def test_metrics_by_route_and_status(api):
     assert "/lfs/uploads/{id}/parts/{n}" in text, "route templates, never raw ids"
 
 
+def test_durations_are_histograms_with_buckets(api):
+    """Every _duration_seconds metric is a Prometheus histogram (summable
+    across replicas), with the documented buckets."""
+    topic = create_topic(api.bootstrap)
+    produce(api, topic, b"h" * 100)
+    text = requests.get(f"{api.url}/metrics", timeout=5).text
+    name = "kafka_lfs_proxy_http_request_duration_seconds"
+    assert f"# TYPE {name} histogram" in text
+    assert f'{name}_bucket{{route="/lfs/produce",le="0.005"}}' in text
+    assert "quantile=" not in text, "no summaries"
+    produced = metric(text, 'kafka_lfs_proxy_http_request_duration_seconds_count{route="/lfs/produce"}')
+    assert produced >= 1
+    assert metric(text, 'kafka_lfs_proxy_http_request_duration_seconds_bucket{route="/lfs/produce",le="+Inf"}') == produced
+
+
 def test_openapi_document_is_served(api):
     r = requests.get(f"{api.url}/openapi.yaml", timeout=5)
     assert r.status_code == 200 and r.content == (REPO / "api" / "openapi.yaml").read_bytes()

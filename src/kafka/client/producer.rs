@@ -13,6 +13,7 @@
 //! - Connections go through the proxy's `UpstreamSecurity`: the same TLS
 //!   and SASL settings as relayed client traffic.
 
+use crate::backoff::Backoff;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -136,17 +137,16 @@ impl Producer {
     pub async fn produce(&self, record: &OutgoingRecord) -> Result<Produced, ProduceError> {
         let batch = encode_batch(record)?;
         let deadline = Instant::now() + self.cluster.request_timeout();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut partition = record.partition;
         let mut refresh = false;
         loop {
             let attempt = self.attempt(record, &mut partition, &batch, refresh).await;
             match attempt {
                 Ok(produced) => return Ok(produced),
-                Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
+                Err(e) if e.is_retriable() && Instant::now() + backoff.nominal() < deadline => {
                     tracing::debug!(error = %e, topic = %record.topic, "produce retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(backoff.next_wait()).await;
                     refresh = true;
                 }
                 Err(e) => return Err(e),
