@@ -53,8 +53,7 @@ pub const PROCESSOR_REBALANCES_TOTAL: &str = "kafka_lfs_proxy_processor_rebalanc
 /// multi-GiB upload or a long request-reply wait). Histograms, unlike
 /// summaries, can be summed across replicas.
 pub const SECONDS_BUCKETS: [f64; 16] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    120.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
 /// How often the recorder's upkeep runs (drains histogram samples recorded
@@ -67,10 +66,7 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_seconds".to_owned()),
-                    &SECONDS_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS_BUCKETS)
                 .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
