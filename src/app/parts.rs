@@ -11,8 +11,8 @@ use crate::http::jwt::JwtVerifier;
 use crate::kafka::auth::sasl::SaslCredentials;
 use crate::kafka::client::cluster::Cluster;
 use crate::kafka::relay::upstream::{UpstreamSecurity, UpstreamTls};
-use crate::lfs::rewrite::{Lfs, TopicFilter};
 use crate::lfs::store::{BlobStore, S3Settings};
+use crate::lfs::{Lfs, TopicFilter};
 use crate::tls::{self, TlsSetupError};
 
 /// The LFS offload's storage and rules (S3 or the local directory).

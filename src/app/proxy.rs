@@ -18,7 +18,7 @@ use crate::kafka::relay::chain::Chain;
 use crate::kafka::relay::listeners::BrokerListeners;
 use crate::kafka::relay::proxy::{Proxy, RelayConfig};
 use crate::kafka::relay::upstream::UpstreamSecurity;
-use crate::lfs::rewrite::Lfs;
+use crate::lfs::Lfs;
 use crate::metrics;
 use crate::rr::listener::ReplyListener;
 use crate::rr::replies::ReplyBook;

@@ -31,7 +31,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::health::Readiness;
 use crate::kafka::client::producer::Producer;
-use crate::lfs::rewrite::Lfs;
+use crate::lfs::Lfs;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 

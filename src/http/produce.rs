@@ -15,11 +15,11 @@ use chrono::Utc;
 
 use super::body::BodyReader;
 use super::error::ApiError;
-use super::target::{self, ExpectedChecksum, ProduceTarget};
+use super::target::{self, ProduceTarget};
 use super::Sidecar;
 use crate::kafka::client::producer::{OutgoingRecord, ProduceError, Produced};
-use crate::lfs::checksum::{self, ChecksumAlg, StreamingDigest};
-use crate::lfs::envelope::{self, Envelope, ENVELOPE_VERSION};
+use crate::lfs::envelope::Envelope;
+use crate::lfs::offload::{delete_orphans, Offload, OffloadError};
 use crate::metrics as m;
 
 pub async fn produce(
@@ -37,76 +37,65 @@ pub async fn produce(
     if declared.is_some_and(|n| n > sidecar.lfs.max_blob_size) {
         return Err(sidecar.too_large());
     }
-    let now = Utc::now();
-    let key = envelope::object_key(
-        &sidecar.lfs.namespace,
+    let mut offload = Offload::begin(
+        &sidecar.lfs,
         &target.topic,
-        now,
+        Utc::now(),
         uuid::Uuid::new_v4(),
+        expected.alg,
     );
     let reader = BodyReader::new(body, sidecar.read_idle);
-    let (size, digest) = store_body(&sidecar, &key, reader, expected.alg).await?;
-    let envelope = match sidecar.check_and_describe(&key, size, digest, &expected, &target, now) {
-        Ok(e) => e,
-        Err(error) => {
-            sidecar.delete_quietly(&key).await;
-            return Err(error);
-        }
-    };
-    let produced = sidecar.publish(&target, &envelope).await;
-    match produced {
+    if let Err(error) = store_body(&sidecar, &mut offload, reader).await {
+        offload.abort().await;
+        return Err(error);
+    }
+    let key = offload.key().to_owned();
+    let envelope = offload
+        .finish(
+            &sidecar.lfs,
+            expected.value.as_deref(),
+            target.content_type.clone(),
+        )
+        .await
+        .map_err(|e| sidecar.offload_failed(e))?;
+    match sidecar.publish(&target, &envelope).await {
         Ok(produced) => Ok(envelope_response(&envelope, produced)),
         Err(error) => {
-            sidecar.delete_quietly(&key).await;
+            delete_orphans(&sidecar.lfs, &[key]).await;
             Err(error)
         }
     }
 }
 
-/// Streams the body into storage under `key`; returns its size and digest.
+/// Streams the body into the offload; on an error the caller aborts it.
 async fn store_body(
     sidecar: &Sidecar,
-    key: &str,
+    offload: &mut Offload,
     mut reader: BodyReader,
-    alg: ChecksumAlg,
-) -> Result<(u64, StreamingDigest), ApiError> {
-    let mut digest = StreamingDigest::new(alg);
-    let mut writer = sidecar.lfs.store.writer(key);
-    let mut size = 0u64;
-    loop {
-        let data = match reader.next().await {
-            Ok(Some(d)) => d,
-            Ok(None) => break,
-            Err(e) => {
-                writer.abort().await;
-                return Err(e);
-            }
-        };
-        size += data.len() as u64;
+) -> Result<(), ApiError> {
+    while let Some(data) = reader.next().await? {
         metrics::counter!(m::HTTP_BYTES_TOTAL, "direction" => "up").increment(data.len() as u64);
-        if size > sidecar.lfs.max_blob_size {
-            writer.abort().await;
-            return Err(sidecar.too_large());
-        }
-        digest.update(&data);
-        if let Err(e) = writer.write(data).await {
-            writer.abort().await;
-            return Err(storage_failed(e));
-        }
+        offload
+            .write(data)
+            .await
+            .map_err(|e| sidecar.offload_failed(e))?;
     }
-    if size == 0 {
-        writer.abort().await;
+    if offload.size() == 0 {
         return Err(ApiError::bad_request(
             "empty_upload",
             "the request body is empty",
         ));
     }
-    writer.finish().await.map_err(storage_failed)?;
-    Ok((size, digest))
+    Ok(())
 }
 
+/// A storage failure outside the offload path (an upload session's part).
 pub fn storage_failed(e: impl std::fmt::Display) -> ApiError {
     metrics::counter!(m::LFS_STORAGE_ERRORS_TOTAL).increment(1);
+    upload_refused(e)
+}
+
+fn upload_refused(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::BAD_GATEWAY,
         "s3_upload_failed",
@@ -139,38 +128,20 @@ impl Sidecar {
         )
     }
 
-    /// Checks the uploader's checksum and builds the envelope for `key`.
-    pub fn check_and_describe(
-        &self,
-        key: &str,
-        size: u64,
-        digest: StreamingDigest,
-        expected: &ExpectedChecksum,
-        target: &ProduceTarget,
-        created: chrono::DateTime<Utc>,
-    ) -> Result<Envelope, ApiError> {
-        let alg = digest.alg();
-        let (sha256, requested) = digest.finish();
-        if let Some(value) = &expected.value {
-            if !checksum::matches(value, &requested) {
-                return Err(ApiError::bad_request(
-                    "checksum_mismatch",
-                    format!("{} of the payload is {requested}, not {value}", alg.name()),
-                ));
-            }
+    /// The HTTP answer to a failed offload (the offload counted it).
+    pub fn offload_failed(&self, error: OffloadError) -> ApiError {
+        match error {
+            OffloadError::TooLarge { .. } => self.too_large(),
+            OffloadError::ChecksumMismatch {
+                alg,
+                expected,
+                actual,
+            } => ApiError::bad_request(
+                "checksum_mismatch",
+                format!("{alg} of the payload is {actual}, not {expected}"),
+            ),
+            OffloadError::Storage(_) | OffloadError::Hashing(_) => upload_refused(error),
         }
-        Ok(Envelope {
-            kfs_lfs: ENVELOPE_VERSION,
-            bucket: self.lfs.store.bucket().to_owned(),
-            key: key.to_owned(),
-            size,
-            sha256,
-            checksum: Some(requested),
-            checksum_alg: Some(alg.name().to_owned()),
-            content_type: target.content_type.clone(),
-            created_at: envelope::rfc3339(created),
-            proxy_id: self.lfs.proxy_id.clone(),
-        })
     }
 
     /// Produces the envelope record and maps Kafka's answer to HTTP.
@@ -187,18 +158,6 @@ impl Sidecar {
             headers: target.headers.clone(),
         };
         self.producer.produce(&record).await.map_err(produce_failed)
-    }
-
-    /// Deletes an object no envelope points to; a failure is logged and
-    /// counted as an orphan.
-    pub async fn delete_quietly(&self, key: &str) {
-        match self.lfs.store.delete(key).await {
-            Ok(()) => metrics::counter!(m::LFS_ORPHANS_DELETED).increment(1),
-            Err(error) => {
-                metrics::counter!(m::LFS_ORPHANS_LEFT).increment(1);
-                tracing::error!(%error, key, "cannot delete object without envelope");
-            }
-        }
     }
 }
 

@@ -35,6 +35,7 @@ use super::target::{self, ExpectedChecksum, ProduceTarget};
 use super::Sidecar;
 use crate::lfs::checksum::StreamingDigest;
 use crate::lfs::envelope::{self, Envelope};
+use crate::lfs::offload::{delete_orphans, seal};
 use crate::lfs::store::PartUpload;
 use crate::metrics as m;
 
@@ -330,7 +331,7 @@ impl Session {
                 tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired; multipart upload aborted");
             }
             SessionState::Stored { .. } => {
-                sidecar.delete_quietly(&self.key).await;
+                delete_orphans(&sidecar.lfs, std::slice::from_ref(&self.key)).await;
                 count_closed(true);
                 tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired before its envelope was produced; object deleted");
             }
@@ -482,8 +483,16 @@ pub async fn complete(
         else {
             unreachable!("matched above")
         };
-        let checked =
-            sidecar.check_and_describe(&s.key, s.size, *digest, &s.expected, &s.target, s.created);
+        let checked = seal(
+            &sidecar.lfs,
+            &s.key,
+            s.size,
+            *digest,
+            s.expected.value.as_deref(),
+            s.target.content_type.clone(),
+            s.created,
+        )
+        .map_err(|e| sidecar.offload_failed(e));
         let envelope = match checked {
             Ok(e) => e,
             Err(error) => {
@@ -532,7 +541,9 @@ pub async fn abort(
         },
     ) {
         SessionState::Receiving { mut upload, .. } => upload.abort().await,
-        SessionState::Stored { .. } => sidecar.delete_quietly(&s.key).await,
+        SessionState::Stored { .. } => {
+            delete_orphans(&sidecar.lfs, std::slice::from_ref(&s.key)).await
+        }
         SessionState::Closed { .. } => return Err(not_found()),
     }
     count_closed(false);

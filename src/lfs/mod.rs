@@ -1,7 +1,45 @@
-//! Large-value offload (claim-check): envelope, checksums, storage, rewrite.
+//! Large-value offload (claim-check): envelope, checksums, storage, the one
+//! offload path, and the Produce rewrite and response merge that apply it
+//! to Kafka traffic.
 
 pub mod checksum;
 pub mod envelope;
+pub mod offload;
 pub mod response;
 pub mod rewrite;
 pub mod store;
+
+use std::collections::HashSet;
+
+use checksum::ChecksumAlg;
+use store::BlobStore;
+
+/// Which topics may be offloaded.
+#[derive(Debug, Clone, Default)]
+pub struct TopicFilter(Option<HashSet<String>>);
+
+impl TopicFilter {
+    /// `None` or an empty list: every topic.
+    pub fn new(topics: Option<Vec<String>>) -> Self {
+        TopicFilter(
+            topics
+                .filter(|t| !t.is_empty())
+                .map(|t| t.into_iter().collect()),
+        )
+    }
+
+    pub fn allows(&self, topic: &str) -> bool {
+        self.0.as_ref().is_none_or(|set| set.contains(topic))
+    }
+}
+
+/// Everything the offload needs: where objects go and the rules for them.
+#[derive(Debug, Clone)]
+pub struct Lfs {
+    pub store: BlobStore,
+    pub namespace: String,
+    pub proxy_id: String,
+    pub max_blob_size: u64,
+    pub default_alg: ChecksumAlg,
+    pub topics: TopicFilter,
+}

@@ -16,8 +16,10 @@ use crate::kafka::relay::chain::{
     ConnectionInfo, LocalAnswer, Owing, Request, RequestAction, Stage, StageError, StageState,
 };
 use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
+use crate::lfs::offload::delete_orphans as delete_stored;
 use crate::lfs::response::{self, LfsOwed};
-use crate::lfs::rewrite::{self, Lfs};
+use crate::lfs::rewrite;
+use crate::lfs::Lfs;
 
 pub struct LfsOffload {
     lfs: Arc<Lfs>,
@@ -139,5 +141,5 @@ fn delete_orphans(lfs: &Arc<Lfs>, keys: Vec<String>) {
         "deleting LFS objects whose envelopes did not reach Kafka"
     );
     let lfs = Arc::clone(lfs);
-    tokio::spawn(async move { rewrite::delete_all(&lfs, &keys).await });
+    tokio::spawn(async move { delete_stored(&lfs, &keys).await });
 }
