@@ -5,5 +5,6 @@ pub mod batches;
 pub mod call;
 pub mod codes;
 pub mod frame;
+pub mod header;
 pub mod topic;
 pub mod versions;
