@@ -7,9 +7,7 @@ use clap::Args;
 
 use super::values::{parse_positive, Secret, SettingError};
 use crate::lfs::checksum::ChecksumAlg;
-
-/// Smallest S3 multipart part (S3's rule; the last part may be smaller).
-pub const MIN_S3_PART_SIZE: usize = 5 * 1024 * 1024;
+use crate::lfs::store::MIN_S3_PART_SIZE;
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "LFS storage")]

@@ -20,6 +20,9 @@ use object_store::{
     WriteMultipart,
 };
 
+/// S3's smallest multipart part other than the last.
+pub const MIN_S3_PART_SIZE: usize = 5 * 1024 * 1024;
+
 /// Size of the pieces a local object is read in.
 const READ_CHUNK: usize = 1024 * 1024;
 

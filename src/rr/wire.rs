@@ -33,7 +33,7 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::kafka::client::consumer::ConsumedRecord;
+use crate::kafka::client::records::ConsumedRecord;
 
 pub const METHOD: &str = ":method";
 pub const PATH: &str = ":path";

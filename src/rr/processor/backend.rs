@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use super::Processor;
 use crate::backoff::Backoff;
-use crate::kafka::client::consumer::ConsumedRecord;
 use crate::kafka::client::producer::OutgoingRecord;
+use crate::kafka::client::records::ConsumedRecord;
 use crate::kafka::wire::topic::{check_topic_name, MAX_TOPIC_NAME_LENGTH};
 use crate::metrics as m;
 use crate::rr::processor_config::TopicConfig;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::kafka::client::consumer::ConsumedRecord;
+use crate::kafka::client::records::ConsumedRecord;
 
 /// Spaces calls `1 / rate` seconds apart.
 pub struct RateLimit {

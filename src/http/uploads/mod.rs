@@ -1,4 +1,5 @@
-//! Upload sessions: a large object sent as numbered parts, then published
+//! Upload sessions (the handlers; the session table is in `sessions`): a
+//! large object sent as numbered parts, then published
 //! as one envelope (`POST /lfs/uploads`, `PUT /lfs/uploads/{id}/parts/{n}`,
 //! `POST /lfs/uploads/{id}/complete`, `DELETE /lfs/uploads/{id}`).
 //!
@@ -16,13 +17,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
@@ -31,59 +32,18 @@ use super::body::BodyReader;
 use super::error::ApiError;
 use super::middleware::Caller;
 use super::produce::{envelope_response, storage_failed};
-use super::target::{self, ExpectedChecksum, ProduceTarget};
+use super::target::{self, ProduceTarget};
 use super::Sidecar;
 use crate::lfs::checksum::StreamingDigest;
-use crate::lfs::envelope::{self, Envelope};
+use crate::lfs::envelope;
 use crate::lfs::offload::{delete_orphans, seal};
-use crate::lfs::store::PartUpload;
+use crate::lfs::store::MIN_S3_PART_SIZE;
 use crate::metrics as m;
 
-/// S3's smallest part other than the last.
-const S3_MIN_PART: u64 = 5 * 1024 * 1024;
-/// How long an expired session is remembered (answering 410, not 404).
-const TOMBSTONE_FOR: Duration = Duration::from_secs(3600);
+mod sessions;
 
-/// The open sessions, by id.
-#[derive(Default)]
-pub struct UploadSessions {
-    sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
-}
-
-struct Session {
-    id: String,
-    owner: Caller,
-    target: ProduceTarget,
-    expected: ExpectedChecksum,
-    size: u64,
-    part_size: u64,
-    key: String,
-    created: DateTime<Utc>,
-    expires: Instant,
-    expires_at: DateTime<Utc>,
-    state: SessionState,
-}
-
-enum SessionState {
-    /// Parts are arriving.
-    Receiving {
-        upload: PartUpload,
-        digest: Box<StreamingDigest>,
-        received: u64,
-        /// Etag and byte count of every stored part, in order.
-        parts: Vec<(String, u64)>,
-    },
-    /// The object is complete; its envelope is not yet in Kafka.
-    Stored { envelope: Envelope },
-    /// Published, aborted or expired: nothing left to do.
-    Closed { why: Closed },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Closed {
-    Expired,
-    Finished,
-}
+pub use sessions::UploadSessions;
+use sessions::{count_closed, not_found, Closed, Session, SessionState};
 
 #[derive(Debug, Deserialize)]
 struct InitRequest {
@@ -118,22 +78,6 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
         value.to_string(),
     )
         .into_response()
-}
-
-fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "upload_not_found",
-        "no such upload session",
-    )
-}
-
-fn expired() -> ApiError {
-    ApiError::new(
-        StatusCode::GONE,
-        "upload_expired",
-        "the upload session expired",
-    )
 }
 
 /// `POST /lfs/uploads`
@@ -247,106 +191,6 @@ pub async fn init(
     ))
 }
 
-impl UploadSessions {
-    /// The caller's session `id`, expiring it first when its time is up.
-    async fn get(
-        &self,
-        sidecar: &Sidecar,
-        id: &str,
-        caller: Caller,
-    ) -> Result<Arc<Mutex<Session>>, ApiError> {
-        let session = self
-            .sessions
-            .lock()
-            .await
-            .get(id)
-            .cloned()
-            .ok_or_else(not_found)?;
-        {
-            let mut s = session.lock().await;
-            if s.owner != caller {
-                return Err(not_found());
-            }
-            if s.expires <= Instant::now() {
-                s.expire(sidecar).await;
-                return Err(expired());
-            }
-            if let SessionState::Closed { why } = s.state {
-                return Err(match why {
-                    Closed::Expired => expired(),
-                    Closed::Finished => not_found(),
-                });
-            }
-        }
-        Ok(session)
-    }
-
-    async fn remove(&self, id: &str) {
-        self.sessions.lock().await.remove(id);
-    }
-
-    /// Aborts expired sessions and forgets old tombstones; runs until the
-    /// sidecar is dropped.
-    pub async fn reap(sidecar: std::sync::Weak<Sidecar>, every: Duration) {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(sidecar) = sidecar.upgrade() else {
-                return;
-            };
-            let all: Vec<_> = sidecar
-                .sessions
-                .sessions
-                .lock()
-                .await
-                .clone()
-                .into_iter()
-                .collect();
-            let now = Instant::now();
-            for (id, session) in all {
-                let mut s = session.lock().await;
-                if s.expires <= now {
-                    s.expire(&sidecar).await;
-                }
-                if s.expires + TOMBSTONE_FOR <= now {
-                    drop(s);
-                    sidecar.sessions.remove(&id).await;
-                }
-            }
-        }
-    }
-}
-
-impl Session {
-    /// Drops whatever the session holds in storage.
-    async fn expire(&mut self, sidecar: &Sidecar) {
-        match std::mem::replace(
-            &mut self.state,
-            SessionState::Closed {
-                why: Closed::Expired,
-            },
-        ) {
-            SessionState::Receiving { mut upload, .. } => {
-                upload.abort().await;
-                count_closed(true);
-                tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired; multipart upload aborted");
-            }
-            SessionState::Stored { .. } => {
-                delete_orphans(&sidecar.lfs, std::slice::from_ref(&self.key)).await;
-                count_closed(true);
-                tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired before its envelope was produced; object deleted");
-            }
-            closed @ SessionState::Closed { .. } => self.state = closed,
-        }
-    }
-}
-
-fn count_closed(expired: bool) {
-    metrics::gauge!(m::HTTP_UPLOAD_SESSIONS_OPEN).decrement(1.0);
-    if expired {
-        metrics::counter!(m::HTTP_UPLOAD_SESSIONS_EXPIRED).increment(1);
-    }
-}
-
 /// Etag of a part: the first 128 bits of its SHA-256, in hex.
 fn etag(data: &[u8]) -> String {
     hex::encode(&Sha256::digest(data)[..16])
@@ -416,7 +260,7 @@ pub async fn put_part(
             "parts would exceed the declared size_bytes ({size})"
         )));
     }
-    let min_part = S3_MIN_PART.min(part_size);
+    let min_part = (MIN_S3_PART_SIZE as u64).min(part_size);
     if after < size && (data.len() as u64) < min_part {
         return Err(invalid(format!(
             "every part but the last must be at least {min_part} bytes"
