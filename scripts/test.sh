@@ -6,9 +6,16 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup-test-env.sh
 
-echo "--- cargo fmt / clippy"
+echo "--- cargo fmt / clippy / layering"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+python3 scripts/module-graph.py --check
+# No source file over about 500 lines (tests may live beside, in *_tests.rs).
+too_long=$(find src -name '*.rs' ! -name '*_tests.rs' -exec wc -l {} + | awk '$2 != "total" && $1 > 520 {print $2 " (" $1 " lines)"}')
+if [ -n "$too_long" ]; then
+  echo "files over 520 lines: $too_long"
+  exit 1
+fi
 
 echo "--- cargo build"
 cargo build --all-targets --locked
