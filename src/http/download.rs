@@ -58,7 +58,9 @@ pub async fn download(
     State(sidecar): State<Arc<Sidecar>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: DownloadRequest = BodyReader::new(body, sidecar.read_idle).json().await?;
+    let request: DownloadRequest = BodyReader::new(body, sidecar.config.read_idle)
+        .json()
+        .await?;
     let mode = match request.mode.as_deref().map(str::trim) {
         None | Some("") | Some("stream") => Mode::Stream,
         Some("presign") => Mode::Presign,
@@ -159,13 +161,13 @@ async fn presign(
     size: Option<i64>,
     expires_seconds: Option<i64>,
 ) -> Result<Response, ApiError> {
-    if !sidecar.presign_enabled {
+    if !sidecar.config.presign_enabled {
         return Err(ApiError::bad_request(
             "presign_disabled",
             "presigned downloads are not enabled on this proxy",
         ));
     }
-    let cap = sidecar.download_ttl;
+    let cap = sidecar.config.download_ttl;
     let ttl = match expires_seconds {
         Some(s) if s > 0 => Duration::from_secs(s as u64).min(cap),
         _ => cap,
@@ -214,7 +216,7 @@ impl Holding {
         if size <= IN_MEMORY_LIMIT {
             return Ok(Holding::Memory(Vec::with_capacity(size as usize)));
         }
-        let file = tempfile::tempfile_in(&sidecar.temp_dir).map_err(temp_failed)?;
+        let file = tempfile::tempfile_in(&sidecar.config.temp_dir).map_err(temp_failed)?;
         Ok(Holding::File(
             tokio::fs::File::from_std(file),
             Vec::with_capacity(FILE_CHUNK),

@@ -38,8 +38,9 @@ use crate::shutdown::Shutdown;
 /// The OpenAPI 3 document of the HTTP API, served at `/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("../../api/openapi.yaml");
 
-/// What the HTTP API needs from the settings.
-#[derive(Debug, Clone)]
+/// What the HTTP API needs from the settings. Not `Debug`: it holds the
+/// API keys.
+#[derive(Clone)]
 pub struct HttpConfig {
     /// Accepted API keys; empty: none required.
     pub api_keys: Vec<String>,
@@ -73,22 +74,15 @@ pub struct SidecarParts {
 
 /// State shared by the HTTP handlers.
 pub struct Sidecar {
+    pub config: HttpConfig,
     pub lfs: Arc<Lfs>,
     pub producer: Producer,
     pub sessions: uploads::UploadSessions,
     pub metrics: PrometheusHandle,
-    /// SHA-256 of every accepted API key.
+    /// SHA-256 of every accepted API key (compared in constant time).
     pub api_keys: Vec<[u8; 32]>,
     /// Verifies bearer JWTs, when configured.
     pub jwt: Option<jwt::JwtVerifier>,
-    pub read_idle: Duration,
-    pub presign_enabled: bool,
-    pub download_ttl: Duration,
-    pub temp_dir: PathBuf,
-    pub topic_max_length: usize,
-    pub session_ttl: Duration,
-    pub part_size: u64,
-    pub cors_origins: Vec<String>,
     /// Request-reply, when routes are configured.
     pub gateway: Option<Arc<request_reply::Gateway>>,
     upstream_health: Arc<Readiness>,
@@ -105,14 +99,7 @@ impl Sidecar {
                 .iter()
                 .map(|k| middleware::key_digest(k))
                 .collect(),
-            read_idle: config.read_idle,
-            presign_enabled: config.presign_enabled,
-            download_ttl: config.download_ttl,
-            temp_dir: config.temp_dir,
-            topic_max_length: config.topic_max_length,
-            session_ttl: config.session_ttl,
-            part_size: config.part_size,
-            cors_origins: config.cors_origins,
+            config,
             sessions: uploads::UploadSessions::default(),
             storage_health: Readiness::new("storage", m::STORAGE_UP),
             lfs: parts.lfs,
@@ -123,7 +110,7 @@ impl Sidecar {
             upstream_health: parts.upstream_health,
             shutdown: parts.shutdown,
         });
-        let reap_every = sidecar.session_ttl.min(Duration::from_secs(30));
+        let reap_every = sidecar.config.session_ttl.min(Duration::from_secs(30));
         tokio::spawn(uploads::UploadSessions::reap(
             Arc::downgrade(&sidecar),
             reap_every,
@@ -199,7 +186,7 @@ pub fn router(sidecar: Arc<Sidecar>) -> Router {
         .fallback(request_reply::call)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::record_metrics));
-    if let Some(cors) = cors_layer(&sidecar.cors_origins) {
+    if let Some(cors) = cors_layer(&sidecar.config.cors_origins) {
         app = app.layer(cors);
     }
     app.layer(axum::middleware::from_fn(middleware::request_id))

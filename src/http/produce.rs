@@ -27,7 +27,7 @@ pub async fn produce(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = target::from_headers(&headers, sidecar.topic_max_length)?;
+    let target = target::from_headers(&headers, sidecar.config.topic_max_length)?;
     sidecar.check_topic_enabled(&target.topic)?;
     let expected = target::checksum_from_headers(&headers, sidecar.lfs.default_alg)?;
     let declared = headers
@@ -44,7 +44,7 @@ pub async fn produce(
         uuid::Uuid::new_v4(),
         expected.alg,
     );
-    let reader = BodyReader::new(body, sidecar.read_idle);
+    let reader = BodyReader::new(body, sidecar.config.read_idle);
     if let Err(error) = store_body(&sidecar, &mut offload, reader).await {
         offload.abort().await;
         return Err(error);

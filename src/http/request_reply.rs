@@ -147,7 +147,7 @@ impl Gateway {
     ) -> Result<Response, Failure> {
         let _in_flight = m::GaugeGuard::increment(m::RR_IN_FLIGHT);
         for topic in [&target.request_topic, &target.reply_topic] {
-            super::target::topic(Some(topic), sidecar.topic_max_length)
+            super::target::topic(Some(topic), sidecar.config.topic_max_length)
                 .map_err(|e| (e, "invalid"))?;
         }
         let too_large = ApiError::new(
@@ -155,7 +155,7 @@ impl Gateway {
             "payload_too_large",
             format!("the request body is over {} bytes", self.max_body),
         );
-        let body = BodyReader::new(body, sidecar.read_idle)
+        let body = BodyReader::new(body, sidecar.config.read_idle)
             .collect(self.max_body, too_large)
             .await
             .map_err(|e| (e, "invalid"))?;
@@ -333,7 +333,7 @@ pub async fn reply(
     let Some(gateway) = sidecar.gateway.clone() else {
         return Err(super::error::not_found().await);
     };
-    let topic = super::target::topic(Some(&topic), sidecar.topic_max_length)?;
+    let topic = super::target::topic(Some(&topic), sidecar.config.topic_max_length)?;
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

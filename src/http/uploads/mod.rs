@@ -86,8 +86,10 @@ pub async fn init(
     Extension(caller): Extension<Caller>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: InitRequest = BodyReader::new(body, sidecar.read_idle).json().await?;
-    let topic = target::topic(request.topic.as_deref(), sidecar.topic_max_length)?;
+    let request: InitRequest = BodyReader::new(body, sidecar.config.read_idle)
+        .json()
+        .await?;
+    let topic = target::topic(request.topic.as_deref(), sidecar.config.topic_max_length)?;
     sidecar.check_topic_enabled(&topic)?;
     let content_type = request
         .content_type
@@ -153,13 +155,13 @@ pub async fn init(
         .await
         .map_err(storage_failed)?;
     let id = uuid::Uuid::new_v4().to_string();
-    let ttl = sidecar.session_ttl;
+    let ttl = sidecar.config.session_ttl;
     let session = Session {
         id: id.clone(),
         owner: caller,
         expected: expected.clone(),
         size,
-        part_size: sidecar.part_size,
+        part_size: sidecar.config.part_size,
         key: object_key.clone(),
         created,
         expires: Instant::now() + ttl,
@@ -185,7 +187,7 @@ pub async fn init(
         serde_json::json!({
             "upload_id": id,
             "s3_key": object_key,
-            "part_size": sidecar.part_size,
+            "part_size": sidecar.config.part_size,
             "expires_at": expires_at,
         }),
     ))
@@ -233,7 +235,7 @@ pub async fn put_part(
             format!("part {next} is expected next"),
         ));
     }
-    let data = BodyReader::new(body, sidecar.read_idle)
+    let data = BodyReader::new(body, sidecar.config.read_idle)
         .collect(
             part_size as usize,
             invalid(format!("a part is at most {part_size} bytes")),
@@ -291,7 +293,9 @@ pub async fn complete(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: CompleteRequest = BodyReader::new(body, sidecar.read_idle).json().await?;
+    let request: CompleteRequest = BodyReader::new(body, sidecar.config.read_idle)
+        .json()
+        .await?;
     let session = sidecar.sessions.get(&sidecar, &id, caller).await?;
     let mut s = session.lock().await;
     if let SessionState::Receiving {
