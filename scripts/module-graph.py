@@ -16,7 +16,7 @@ import re
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
-LEAVES = {"metrics", "health", "shutdown", "backoff", "tls", "capture", "inspect"}
+LEAVES = {"metrics", "health", "shutdown", "backoff", "tls", "capture", "inspect", "limits"}
 # (importer, imported): never allowed.
 FORBIDDEN_TARGETS = {
     "kafka.wire": {"kafka.auth", "kafka.relay", "kafka.client"},

@@ -14,6 +14,7 @@ pub mod http;
 pub mod inspect;
 pub mod kafka;
 pub mod lfs;
+pub mod limits;
 pub mod metrics;
 pub mod rr;
 pub mod shutdown;

@@ -54,6 +54,16 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         process,
     } = &settings;
     super::init_logging(&process.log_level);
+    match crate::limits::raise_open_files_limit() {
+        Ok(files) => tracing::info!(
+            before = files.before,
+            now = files.now,
+            hard = files.hard,
+            client_connections = files.client_connections(),
+            "open-file limit"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     let prometheus = metrics::install();
     let lfs = Arc::new(parts::lfs(storage)?);
     let security = Arc::new(parts::upstream_security(upstream)?);
