@@ -50,7 +50,6 @@ pub struct Offload {
     writer: BlobWriter,
     /// `None` only while a piece is being hashed aside.
     digest: Option<StreamingDigest>,
-    alg: ChecksumAlg,
     size: u64,
     max_size: u64,
     started: std::time::Instant,
@@ -72,7 +71,6 @@ impl Offload {
             key,
             created,
             digest: Some(StreamingDigest::new(alg)),
-            alg,
             size: 0,
             max_size: lfs.max_blob_size,
             started: std::time::Instant::now(),
@@ -163,10 +161,6 @@ impl Offload {
     /// Drops what was written; nothing is left in storage.
     pub async fn abort(self) {
         self.writer.abort().await;
-    }
-
-    pub fn alg(&self) -> ChecksumAlg {
-        self.alg
     }
 }
 

@@ -48,14 +48,16 @@ impl Stage for BrokerAddresses {
             let fail = |message: String| StageError::new(self.name(), message);
             let api = ApiKey::try_from(response.api_key)
                 .map_err(|_| fail(format!("unknown API key {}", response.api_key)))?;
-            let prefix = response.frame.hex_prefix();
+            // The frame moves into the rewrite; keep a handle (no copy) to
+            // name its first bytes only if the rewrite fails.
+            let original = response.frame.clone();
             let rewritten = rewrite_response(
                 self.brokers.addresses(),
                 api,
                 response.api_version,
                 response.frame,
             )
-            .map_err(|e| fail(format!("{e} (frame starts {prefix})")))?;
+            .map_err(|e| fail(format!("{e} (frame starts {})", original.hex_prefix())))?;
             if !rewritten.brokers.is_empty() {
                 self.brokers
                     .serve(&rewritten.brokers)

@@ -95,10 +95,6 @@ impl Request {
     pub fn expects_response(&self) -> bool {
         frame::expects_response(&self.header, &self.frame.body()).unwrap_or(true)
     }
-
-    pub fn api(&self) -> Option<ApiKey> {
-        self.header.known_api()
-    }
 }
 
 /// A response on its way through the chain.
