@@ -22,6 +22,12 @@ pub const LFS_UPLOAD_SECONDS: &str = "kafka_lfs_proxy_lfs_upload_duration_second
 pub const LFS_STORAGE_ERRORS_TOTAL: &str = "kafka_lfs_proxy_lfs_storage_errors_total";
 pub const LFS_ORPHANS_DELETED: &str = "kafka_lfs_proxy_lfs_orphans_deleted_total";
 pub const LFS_ORPHANS_LEFT: &str = "kafka_lfs_proxy_lfs_orphans_left_total";
+/// Aborts and deletes waiting for storage now (the retry queue).
+pub const LFS_ORPHANS_PENDING: &str = "kafka_lfs_proxy_lfs_orphans_pending";
+/// Leftovers neither removed nor recorded (queue full, ledger unwritable).
+pub const LFS_ORPHANS_DROPPED: &str = "kafka_lfs_proxy_lfs_orphans_dropped_total";
+/// Leftovers removed later (retry queue or ledger), by outcome.
+pub const LFS_CLEANUPS_TOTAL: &str = "kafka_lfs_proxy_lfs_cleanups_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_http_requests_total";
 pub const HTTP_REQUEST_SECONDS: &str = "kafka_lfs_proxy_http_request_duration_seconds";
 pub const HTTP_BYTES_TOTAL: &str = "kafka_lfs_proxy_http_bytes_total";

@@ -40,6 +40,12 @@ pub fn lfs(storage: &StorageSettings) -> Result<Lfs, SettingError> {
         .map_err(|e| SettingError {
             name: "KAFSCALE_LFS_PROXY_S3_BUCKET",
             reason: e.to_string(),
+        })
+        .inspect(|store| {
+            // Where leftovers are recorded when S3 refuses them at shutdown.
+            store
+                .cleanup()
+                .set_fallback_dir(storage.storage_dir.clone())
         })?,
         None => BlobStore::local(&storage.storage_dir, storage.chunk_size).map_err(|e| {
             SettingError {

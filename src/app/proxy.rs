@@ -99,6 +99,10 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     );
 
     let trigger = ShutdownTrigger::new();
+    // Aborts and deletes storage refused are retried; what stopped
+    // processes recorded is finished.
+    tokio::spawn(Arc::clone(lfs.store.cleanup()).run());
+    tokio::spawn(Arc::clone(lfs.store.cleanup()).resume(trigger.subscribe()));
     let brokers = BrokerListeners::new(
         listener.addr.ip(),
         &listener.advertised_host(),
@@ -161,7 +165,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     let sidecar = Sidecar::new(
         http_config(http, storage),
         SidecarParts {
-            lfs,
+            lfs: Arc::clone(&lfs),
             producer: Producer::new(parts::own_cluster(upstream, &security)),
             metrics: prometheus,
             jwt: parts::http_jwt(http)?,
@@ -191,11 +195,26 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
             sessions = left,
             "shutdown timeout reached; closing remaining connections"
         );
+        proxy.cut_sessions(Duration::from_secs(1)).await;
     } else {
         tracing::info!("all connections drained");
     }
     // The HTTP server has been draining since the same signal, to the same deadline.
     let _ = tokio::time::timeout_at(deadline, http_server).await;
+    // Every upload still open is aborted, every orphan deleted, or recorded.
+    let flushed = lfs
+        .store
+        .cleanup()
+        .finish(Duration::from_millis(storage.shutdown_cleanup_ms))
+        .await;
+    if flushed != Default::default() {
+        tracing::info!(
+            removed = flushed.removed,
+            recorded = flushed.recorded,
+            lost = flushed.lost,
+            "shutdown cleanup done"
+        );
+    }
     Ok(())
 }
 

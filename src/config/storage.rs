@@ -65,6 +65,16 @@ pub struct StorageSettings {
     )]
     pub storage_dir: PathBuf,
 
+    /// Extra time after the shutdown deadline to abort unfinished uploads and
+    /// delete orphaned objects; what storage does not remove in it is recorded
+    /// for the next start, in milliseconds.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_SHUTDOWN_CLEANUP_MS",
+        default_value_t = 5_000
+    )]
+    pub shutdown_cleanup_ms: u64,
+
     /// First segment of every object key.
     #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
     pub s3_namespace: String,

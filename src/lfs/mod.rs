@@ -2,12 +2,16 @@
 //! offload path, and the Produce rewrite and response merge that apply it
 //! to Kafka traffic.
 
+pub mod backend;
 pub mod checksum;
+pub mod cleanup;
 pub mod envelope;
+pub mod multipart;
 pub mod offload;
 pub mod response;
 pub mod rewrite;
 pub mod store;
+pub mod writer;
 
 use std::collections::HashSet;
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::checksum::{self, ChecksumAlg, StreamingDigest};
 use super::envelope::{self, Envelope, ENVELOPE_VERSION};
-use super::store::BlobWriter;
+use super::writer::BlobWriter;
 use super::Lfs;
 use crate::metrics as m;
 
@@ -201,17 +201,49 @@ pub fn seal(
     })
 }
 
-/// Deletes objects that no envelope in Kafka points to; a failure is
-/// counted and logged with its key.
+/// Deletes objects that no envelope in Kafka points to; what storage does
+/// not delete now is logged with its key, counted, and retried by the
+/// store's cleanup until it is.
 pub async fn delete_orphans(lfs: &Lfs, keys: &[String]) {
     for key in keys {
-        match lfs.store.delete(key).await {
-            Ok(()) => metrics::counter!(m::LFS_ORPHANS_DELETED).increment(1),
-            Err(error) => {
-                metrics::counter!(m::LFS_ORPHANS_LEFT).increment(1);
-                tracing::error!(%error, key, "orphaned LFS object could not be deleted");
-            }
+        lfs.store.delete_orphan(key).await;
+    }
+}
+
+/// Keys of objects stored for a request that has not been forwarded yet.
+/// Dropped before [`StoredKeys::take`] (the request was cut mid-way, or
+/// could not be rebuilt), they are orphans and are deleted.
+pub struct StoredKeys {
+    store: super::store::BlobStore,
+    keys: Vec<String>,
+}
+
+impl StoredKeys {
+    pub fn new(lfs: &Lfs) -> Self {
+        StoredKeys {
+            store: lfs.store.clone(),
+            keys: Vec::new(),
         }
+    }
+
+    pub fn push(&mut self, key: String) {
+        self.keys.push(key);
+    }
+
+    pub fn extend(&mut self, keys: &[String]) {
+        self.keys.extend_from_slice(keys);
+    }
+
+    /// The keys, no longer guarded: their envelopes are on their way.
+    pub fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.keys)
+    }
+}
+
+impl Drop for StoredKeys {
+    fn drop(&mut self) {
+        let keys = self.take();
+        self.store.leave_orphans(keys);
     }
 }
 

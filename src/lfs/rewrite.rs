@@ -31,7 +31,7 @@ use kafka_protocol::records::{
 
 use super::checksum::ChecksumAlg;
 use super::envelope::{self, RecordIdentity, DEFAULT_CONTENT_TYPE};
-use super::offload::{delete_orphans, Offload, OffloadError};
+use super::offload::{delete_orphans, Offload, OffloadError, StoredKeys};
 use super::Lfs;
 use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
 
@@ -100,6 +100,8 @@ pub async fn rewrite_produce(
         .map_err(|source| RewriteError::Decode { version, source })?;
 
     let mut changed = false;
+    // Every object stored so far, deleted if this request goes no further.
+    let mut stored = StoredKeys::new(lfs);
     let mut uploads = Vec::new();
     let mut failed = Vec::new();
     for topic in &mut request.topic_data {
@@ -117,6 +119,7 @@ pub async fn rewrite_produce(
                 Ok(None) => kept.push(partition),
                 Ok(Some((records, keys))) => {
                     changed = true;
+                    stored.extend(&keys);
                     partition.records = Some(records);
                     uploads.push(PartitionUploads {
                         topic: name.clone(),
@@ -153,6 +156,8 @@ pub async fn rewrite_produce(
         request.encode(&mut out, version).map_err(encode_err)?;
         Some(Frame::from_wire(out.freeze()))
     };
+    // From here the response settles the objects (`uploads`).
+    stored.take();
     Ok(Some(RewrittenProduce {
         frame,
         uploads,
@@ -235,7 +240,7 @@ async fn rewrite_partition(
     // The rebuilt records field exists only from the first batch that
     // changes: an ordinary request (no LFS record) is never copied.
     let mut out: Option<BytesMut> = None;
-    let mut keys: Vec<String> = Vec::new();
+    let mut keys = StoredKeys::new(lfs);
     let mut offset = 0;
     for batch in split_batches(records) {
         let start = offset;
@@ -269,7 +274,7 @@ async fn rewrite_partition(
             match offload(lfs, topic, partition, record).await {
                 Ok(key) => keys.push(key),
                 Err(failure) => {
-                    delete_orphans(lfs, &keys).await;
+                    delete_orphans(lfs, &keys.take()).await;
                     return Err(failure);
                 }
             }
@@ -280,14 +285,14 @@ async fn rewrite_partition(
         };
         let out = out.get_or_insert_with(|| BytesMut::from(&records[..start]));
         if let Err(e) = RecordBatchEncoder::encode(out, set.records.iter(), &options) {
-            delete_orphans(lfs, &keys).await;
+            delete_orphans(lfs, &keys.take()).await;
             return Err(PartitionFailure {
                 error_code: INVALID_RECORD,
                 message: format!("cannot rebuild record batch: {e}"),
             });
         }
     }
-    Ok(out.map(|out| (out.freeze(), keys)))
+    Ok(out.map(|out| (out.freeze(), keys.take())))
 }
 
 fn is_lfs(record: &Record) -> bool {

@@ -2,9 +2,11 @@
 //! configured, otherwise a local directory, both through `object_store`.
 //!
 //! Values up to the chunk size are one PUT. Larger ones are multipart
-//! uploads: parts of `chunk_size` bytes, at most `MAX_PARTS_IN_FLIGHT` at a
-//! time; the parts are slices of the value already in memory, never copies.
-//! A failed multipart upload is aborted, so no parts are left behind.
+//! uploads (`writer`, `multipart`): parts of `chunk_size` bytes, at most
+//! `MAX_PARTS_IN_FLIGHT` at a time; the parts are slices of the value
+//! already in memory, never copies. Every upload ends completed or
+//! aborted, and what storage does not let go of is retried by the
+//! store's [`Cleanup`].
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -15,10 +17,12 @@ use futures_util::stream::BoxStream;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
-    WriteMultipart,
-};
+use object_store::{ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
+
+use super::backend::Backend;
+use super::cleanup::{Cleanup, Leftover};
+use super::multipart::{Multipart, PartUpload};
+use super::writer::BlobWriter;
 
 /// S3's smallest multipart part other than the last.
 pub const MIN_S3_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -38,6 +42,8 @@ pub enum StoreError {
         key: String,
         source: object_store::Error,
     },
+    #[error("upload refused: {0}")]
+    Closed(String),
     #[error("delete of {key} failed: {source}")]
     Delete {
         key: String,
@@ -62,9 +68,9 @@ pub struct S3Settings {
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
-    store: Arc<dyn ObjectStore>,
-    /// Signs bucket-level requests object_store has no call for.
-    s3: Option<Arc<AmazonS3>>,
+    backend: Arc<Backend>,
+    /// Uploads in flight, aborts and deletes to retry, the ledger.
+    cleanup: Arc<Cleanup>,
     /// Signs presigned URLs for `S3_PUBLIC_ENDPOINT` (split networks).
     public_signer: Option<Arc<AmazonS3>>,
     bucket: String,
@@ -82,9 +88,14 @@ impl BlobStore {
             .map_err(|e| StoreError::Config(format!("{}: {e}", dir.display())))?;
         let store = LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(BlobStore {
+        let backend = Arc::new(Backend {
             store: Arc::new(store),
             s3: None,
+            root: Some(dir.clone()),
+        });
+        Ok(BlobStore {
+            cleanup: Cleanup::new(Arc::clone(&backend)),
+            backend,
             public_signer: None,
             bucket: dir.display().to_string(),
             chunk_size,
@@ -97,10 +108,15 @@ impl BlobStore {
             Some(public) => Some(Arc::new(Self::s3_client(settings, Some(public))?)),
             None => None,
         };
-        Ok(BlobStore {
+        let backend = Arc::new(Backend {
             s3: Some(Arc::clone(&store)),
-            public_signer,
             store,
+            root: None,
+        });
+        Ok(BlobStore {
+            cleanup: Cleanup::new(Arc::clone(&backend)),
+            backend,
+            public_signer,
             bucket: settings.bucket.clone(),
             chunk_size,
         })
@@ -154,7 +170,7 @@ impl BlobStore {
     /// the bucket was created. A local store has nothing to create.
     pub async fn ensure_bucket(&self) -> Result<bool, StoreError> {
         use object_store::signer::Signer;
-        let Some(s3) = &self.s3 else {
+        let Some(s3) = &self.backend.s3 else {
             return Ok(false);
         };
         let client = reqwest::Client::new();
@@ -196,6 +212,11 @@ impl BlobStore {
         }
     }
 
+    /// The cleanup of this store: uploads in flight, retries, the ledger.
+    pub fn cleanup(&self) -> &Arc<Cleanup> {
+        &self.cleanup
+    }
+
     /// Stores `data` under `key`, as a multipart upload above the chunk size.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let mut writer = self.writer(key);
@@ -206,49 +227,108 @@ impl BlobStore {
         writer.finish().await
     }
 
-    /// A writer for a value that arrives in pieces (an HTTP body): memory
-    /// stays at one chunk plus `MAX_PARTS_IN_FLIGHT` parts, whatever the size.
-    pub fn writer(&self, key: &str) -> BlobWriter {
-        BlobWriter {
-            store: Arc::clone(&self.store),
-            key: key.to_owned(),
-            chunk_size: self.chunk_size,
-            pending: Vec::new(),
-            pending_len: 0,
-            multipart: None,
-        }
-    }
-
-    /// Starts a multipart upload whose parts the caller sends one by one
-    /// (HTTP upload sessions).
-    pub async fn parts(&self, key: &str) -> Result<PartUpload, StoreError> {
-        let upload = self
+    /// One PUT of a value within a chunk.
+    pub(super) async fn put_payload(
+        &self,
+        key: &str,
+        payload: PutPayload,
+    ) -> Result<(), StoreError> {
+        self.cleanup
+            .check_open()
+            .map_err(|e| StoreError::Closed(e.to_string()))?;
+        self.backend
             .store
-            .put_multipart(&Path::from(key))
+            .put(&Path::from(key), payload)
             .await
             .map_err(|source| StoreError::Put {
                 key: key.to_owned(),
                 source,
             })?;
-        Ok(PartUpload {
-            key: key.to_owned(),
-            upload,
-        })
+        self.cleanup.stored(key);
+        Ok(())
+    }
+
+    /// A writer for a value that arrives in pieces (an HTTP body): memory
+    /// stays at one chunk plus `MAX_PARTS_IN_FLIGHT` parts, whatever the size.
+    pub fn writer(&self, key: &str) -> BlobWriter {
+        BlobWriter::new(self.clone(), key, self.chunk_size)
+    }
+
+    pub(super) async fn start_multipart(&self, key: &str) -> Result<Multipart, StoreError> {
+        Multipart::start(
+            &self.backend.store,
+            self.backend.s3.as_ref(),
+            &self.cleanup,
+            key,
+        )
+        .await
+    }
+
+    /// Starts a multipart upload whose parts the caller sends one by one
+    /// (HTTP upload sessions).
+    pub async fn parts(&self, key: &str) -> Result<PartUpload, StoreError> {
+        Ok(PartUpload::new(self.start_multipart(key).await?))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match self.store.delete(&Path::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(StoreError::Delete {
+        self.backend
+            .delete_key(key)
+            .await
+            .map_err(|source| StoreError::Delete {
                 key: key.to_owned(),
                 source,
-            }),
+            })
+    }
+
+    /// Deletes an object no envelope points to; when storage does not
+    /// answer, the cleanup retries until it does. Returns whether it is gone.
+    pub async fn delete_orphan(&self, key: &str) -> bool {
+        match self.backend.delete_key(key).await {
+            Ok(()) => {
+                metrics::counter!(crate::metrics::LFS_ORPHANS_DELETED).increment(1);
+                true
+            }
+            Err(error) => {
+                self.cleanup
+                    .retry_later(Leftover::object(key), &error.to_string());
+                false
+            }
+        }
+    }
+
+    /// Objects no envelope points to, handed to the cleanup without waiting
+    /// (a request dropped before its answer).
+    pub fn leave_orphans(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let store = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    for key in keys {
+                        store.delete_orphan(&key).await;
+                    }
+                });
+            }
+            Err(_) => {
+                for key in keys {
+                    store
+                        .cleanup
+                        .retry_later(Leftover::object(&key), "no runtime to delete it now");
+                }
+            }
         }
     }
 
     /// Reads a whole object (tests and checks; downloads use `stream`).
     pub async fn get(&self, key: &str) -> Result<Bytes, object_store::Error> {
-        self.store.get(&Path::from(key)).await?.bytes().await
+        self.backend
+            .store
+            .get(&Path::from(key))
+            .await?
+            .bytes()
+            .await
     }
 
     /// The object's bytes as they arrive from storage, unverified. A local
@@ -259,7 +339,7 @@ impl BlobStore {
         key: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, object_store::Error> {
         use futures_util::StreamExt;
-        let result = self.store.get(&Path::from(key)).await?;
+        let result = self.backend.store.get(&Path::from(key)).await?;
         match result.payload {
             object_store::GetResultPayload::File(file, path) => {
                 let chunks = futures_util::stream::try_unfold(Some(file), move |file| {
@@ -310,7 +390,7 @@ impl BlobStore {
         ttl: Duration,
     ) -> Option<Result<String, object_store::Error>> {
         use object_store::signer::Signer;
-        let signer = self.public_signer.as_ref().or(self.s3.as_ref())?;
+        let signer = self.public_signer.as_ref().or(self.backend.s3.as_ref())?;
         Some(
             signer
                 .signed_url(http::Method::GET, &Path::from(key), ttl)
@@ -322,7 +402,7 @@ impl BlobStore {
     /// Whether storage answers with valid credentials: a HEAD of a key that
     /// does not exist must come back "not found".
     pub async fn probe(&self, key: &str) -> Result<(), object_store::Error> {
-        match self.store.head(&Path::from(key)).await {
+        match self.backend.store.head(&Path::from(key)).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -330,140 +410,7 @@ impl BlobStore {
 
     /// Every key under `prefix` (tests and orphan checks).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, object_store::Error> {
-        use futures_util::TryStreamExt;
-        let prefix = Path::from(prefix);
-        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
-        Ok(objects
-            .into_iter()
-            .map(|o| o.location.to_string())
-            .collect())
-    }
-}
-
-/// A value written in pieces. Until one chunk has arrived it is held in
-/// memory (a small value is one PUT); after that it is a multipart upload
-/// with at most `MAX_PARTS_IN_FLIGHT` parts in flight. Dropping a writer
-/// without `finish` or `abort` may leave parts behind: always call one.
-pub struct BlobWriter {
-    store: Arc<dyn ObjectStore>,
-    key: String,
-    chunk_size: usize,
-    pending: Vec<Bytes>,
-    pending_len: usize,
-    multipart: Option<WriteMultipart>,
-}
-
-impl BlobWriter {
-    fn error(&self, source: object_store::Error) -> StoreError {
-        StoreError::Put {
-            key: self.key.clone(),
-            source,
-        }
-    }
-
-    pub async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
-        if self.multipart.is_none() {
-            self.pending_len += data.len();
-            self.pending.push(data);
-            if self.pending_len <= self.chunk_size {
-                return Ok(());
-            }
-            let upload = self
-                .store
-                .put_multipart(&Path::from(self.key.as_str()))
-                .await
-                .map_err(|e| self.error(e))?;
-            self.multipart = Some(WriteMultipart::new_with_chunk_size(upload, self.chunk_size));
-            for piece in std::mem::take(&mut self.pending) {
-                self.send(piece).await?;
-            }
-            self.pending_len = 0;
-            return Ok(());
-        }
-        self.send(data).await
-    }
-
-    /// Hands `data` to the multipart writer a chunk at a time, waiting for
-    /// room so no more than `MAX_PARTS_IN_FLIGHT` parts are buffered.
-    async fn send(&mut self, data: Bytes) -> Result<(), StoreError> {
-        let mut offset = 0;
-        while offset < data.len() {
-            let writer = self.multipart.as_mut().expect("multipart started");
-            if let Err(e) = writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await {
-                return Err(self.error(e));
-            }
-            let end = (offset + self.chunk_size).min(data.len());
-            writer.put(data.slice(offset..end));
-            offset = end;
-        }
-        Ok(())
-    }
-
-    /// Completes the object. A failed multipart upload aborts itself.
-    pub async fn finish(mut self) -> Result<(), StoreError> {
-        match self.multipart.take() {
-            Some(writer) => writer.finish().await.map(drop).map_err(|e| self.error(e)),
-            None => {
-                let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
-                self.store
-                    .put(&Path::from(self.key.as_str()), payload)
-                    .await
-                    .map(drop)
-                    .map_err(|e| self.error(e))
-            }
-        }
-    }
-
-    /// Drops what was written; nothing is left in storage.
-    pub async fn abort(mut self) {
-        if let Some(writer) = self.multipart.take() {
-            if let Err(error) = writer.abort().await {
-                tracing::warn!(key = %self.key, %error, "cannot abort multipart upload");
-            }
-        }
-    }
-}
-
-/// A multipart upload driven part by part from outside (upload sessions).
-/// Parts are sent in order; each is stored before `put_part` returns.
-pub struct PartUpload {
-    key: String,
-    upload: Box<dyn MultipartUpload>,
-}
-
-impl std::fmt::Debug for PartUpload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartUpload")
-            .field("key", &self.key)
-            .finish()
-    }
-}
-
-impl PartUpload {
-    fn error(&self, source: object_store::Error) -> StoreError {
-        StoreError::Put {
-            key: self.key.clone(),
-            source,
-        }
-    }
-
-    pub async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError> {
-        let part = self.upload.put_part(PutPayload::from_bytes(data));
-        part.await.map_err(|e| self.error(e))
-    }
-
-    pub async fn complete(&mut self) -> Result<(), StoreError> {
-        self.upload
-            .complete()
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
-    }
-
-    pub async fn abort(&mut self) {
-        if let Err(error) = self.upload.abort().await {
-            tracing::warn!(key = %self.key, %error, "cannot abort multipart upload");
-        }
+        self.backend.list_keys(prefix).await
     }
 }
 

@@ -16,7 +16,6 @@ use crate::kafka::relay::chain::{
     ConnectionInfo, LocalAnswer, Owing, Request, RequestAction, Stage, StageError, StageState,
 };
 use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
-use crate::lfs::offload::delete_orphans as delete_stored;
 use crate::lfs::response::{self, LfsOwed};
 use crate::lfs::rewrite;
 use crate::lfs::Lfs;
@@ -95,7 +94,7 @@ impl Stage for LfsOffload {
             };
             request.frame = frame;
             request.owing.push(Box::new(StoredObjects {
-                owed,
+                owed: Some(owed),
                 lfs: Arc::clone(&self.lfs),
             }));
             Ok(RequestAction::Forward(request))
@@ -103,21 +102,24 @@ impl Stage for LfsOffload {
     }
 }
 
-/// Objects stored for a forwarded Produce, settled by its response.
+/// Objects stored for a forwarded Produce, settled by its response. Dropped
+/// unsettled (the session was closed at the shutdown deadline, or the
+/// request abandoned), every object is an orphan and is deleted.
 struct StoredObjects {
-    owed: LfsOwed,
+    owed: Option<LfsOwed>,
     lfs: Arc<Lfs>,
 }
 
 impl Owing for StoredObjects {
-    fn settle(self: Box<Self>, response: Frame, api_version: i16) -> Result<Frame, StageError> {
-        match response::merge_response(&response, api_version, &self.owed) {
+    fn settle(mut self: Box<Self>, response: Frame, api_version: i16) -> Result<Frame, StageError> {
+        let owed = self.owed.take().unwrap_or_default();
+        match response::merge_response(&response, api_version, &owed) {
             Ok((merged, orphans)) => {
                 delete_orphans(&self.lfs, orphans);
                 Ok(merged)
             }
             Err(e) => {
-                delete_orphans(&self.lfs, self.owed.all_keys());
+                delete_orphans(&self.lfs, owed.all_keys());
                 Err(StageError::new(
                     "lfs_offload",
                     format!("Produce response: {e}"),
@@ -127,11 +129,20 @@ impl Owing for StoredObjects {
     }
 
     fn abandon(self: Box<Self>) {
-        delete_orphans(&self.lfs, self.owed.all_keys());
+        // Dropping does it.
     }
 }
 
-/// Deletes, in the background, objects no envelope points to.
+impl Drop for StoredObjects {
+    fn drop(&mut self) {
+        if let Some(owed) = self.owed.take() {
+            delete_orphans(&self.lfs, owed.all_keys());
+        }
+    }
+}
+
+/// Deletes, in the background, objects no envelope points to; what storage
+/// refuses is retried by the store's cleanup.
 fn delete_orphans(lfs: &Arc<Lfs>, keys: Vec<String>) {
     if keys.is_empty() {
         return;
@@ -140,6 +151,5 @@ fn delete_orphans(lfs: &Arc<Lfs>, keys: Vec<String>) {
         count = keys.len(),
         "deleting LFS objects whose envelopes did not reach Kafka"
     );
-    let lfs = Arc::clone(lfs);
-    tokio::spawn(async move { delete_stored(&lfs, &keys).await });
+    lfs.store.leave_orphans(keys);
 }

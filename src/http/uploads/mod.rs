@@ -320,15 +320,12 @@ pub async fn complete(
                 "parts must list every stored part in order, with the etags returned",
             ));
         }
-        let SessionState::Receiving {
-            mut upload, digest, ..
-        } = std::mem::replace(
+        let SessionState::Receiving { upload, digest, .. } = std::mem::replace(
             &mut s.state,
             SessionState::Closed {
                 why: Closed::Finished,
             },
-        )
-        else {
+        ) else {
             unreachable!("matched above")
         };
         let checked = seal(
@@ -351,8 +348,8 @@ pub async fn complete(
                 return Err(error);
             }
         };
+        // A failed completion aborts the upload itself.
         if let Err(e) = upload.complete().await {
-            upload.abort().await;
             count_closed(false);
             drop(s);
             sidecar.sessions.remove(&id).await;
@@ -388,7 +385,7 @@ pub async fn abort(
             why: Closed::Finished,
         },
     ) {
-        SessionState::Receiving { mut upload, .. } => upload.abort().await,
+        SessionState::Receiving { upload, .. } => upload.abort().await,
         SessionState::Stored { .. } => {
             delete_orphans(&sidecar.lfs, std::slice::from_ref(&s.key)).await
         }

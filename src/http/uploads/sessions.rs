@@ -16,8 +16,8 @@ use super::super::target::{ExpectedChecksum, ProduceTarget};
 use super::super::Sidecar;
 use crate::lfs::checksum::StreamingDigest;
 use crate::lfs::envelope::Envelope;
+use crate::lfs::multipart::PartUpload;
 use crate::lfs::offload::delete_orphans;
-use crate::lfs::store::PartUpload;
 use crate::metrics as m;
 
 /// How long an expired session is remembered (answering 410, not 404).
@@ -158,7 +158,7 @@ impl Session {
                 why: Closed::Expired,
             },
         ) {
-            SessionState::Receiving { mut upload, .. } => {
+            SessionState::Receiving { upload, .. } => {
                 upload.abort().await;
                 count_closed(true);
                 tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired; multipart upload aborted");

@@ -25,7 +25,7 @@ use crate::capture::Capture;
 use crate::health::Readiness;
 use crate::kafka::wire::{call, frame};
 use crate::metrics as m;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 
 /// What the relay needs from the settings.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub struct Proxy {
     /// Whether upstream answered the last health check (`/readyz`).
     pub upstream_health: Arc<Readiness>,
     shutdown: Shutdown,
+    /// Cuts the sessions still open when the drain deadline has passed.
+    cut: ShutdownTrigger,
     connection_ids: AtomicU64,
     sessions: Outstanding,
 }
@@ -95,6 +97,7 @@ impl Proxy {
             client_tls,
             upstream_health: Arc::new(Readiness::new("upstream", m::UPSTREAM_UP)),
             shutdown,
+            cut: ShutdownTrigger::new(),
             connection_ids: AtomicU64::new(0),
             sessions: Outstanding::default(),
         });
@@ -124,6 +127,15 @@ impl Proxy {
         self.sessions.count()
     }
 
+    /// After the drain deadline: drops every session still open, with
+    /// what it holds (its uploads are then aborted by the store's cleanup,
+    /// its stored objects deleted), and waits up to `timeout` for them.
+    pub async fn cut_sessions(&self, timeout: Duration) -> usize {
+        self.cut.begin();
+        let _ = tokio::time::timeout(timeout, self.sessions.idle()).await;
+        self.sessions.count()
+    }
+
     pub fn is_ready(&self) -> bool {
         self.upstream_health.is_ready()
     }
@@ -148,8 +160,12 @@ impl Proxy {
                     metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => target.label())
                         .increment(1);
                     let guard = SessionGuard::enter(Arc::clone(&self));
+                    let mut cut = self.cut.subscribe();
                     tokio::spawn(async move {
-                        session::run(Arc::clone(&guard.0), socket, peer, target).await;
+                        tokio::select! {
+                            _ = session::run(Arc::clone(&guard.0), socket, peer, target) => {}
+                            _ = cut.wait() => {}
+                        }
                         drop(guard);
                     });
                 }
