@@ -23,5 +23,8 @@ cargo build --all-targets --locked
 echo "--- cargo test"
 cargo test --locked
 
+echo "--- fuzz smoke (each target briefly; the long runs are in the README)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+
 echo "--- e2e (tansu + real clients)"
 .venv/bin/python -m pytest tests/e2e -p no:warnings -p no:cacheprovider -q
