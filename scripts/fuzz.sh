@@ -37,7 +37,7 @@ for t in "${targets[@]}"; do
     echo "fuzz target $t failed: see $log and fuzz/artifacts/$t/"
     exit 1
   fi
-  runs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')
-  cov=$(grep -E '#[0-9]+ *DONE' "$log" | tail -1 | sed -E 's/.*cov: ([0-9]+).*ft: ([0-9]+).*corp: ([0-9]+).*/cov \1, features \2, corpus \3/')
+  runs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' || true)
+  cov=$(grep -E 'DONE +cov:' "$log" | tail -1 | sed -E 's/.*cov: ([0-9]+).*ft: ([0-9]+).*corp: ([0-9]+).*/cov \1, features \2, corpus \3/' || true)
   echo "$t: ${seconds}s, $runs executions, $cov" | tee -a "$summary"
 done

@@ -34,6 +34,8 @@ pub fn lfs(storage: &StorageSettings) -> Result<Lfs, SettingError> {
                     .as_ref()
                     .map(|s| s.expose().to_owned()),
                 public_endpoint: storage.s3_public_endpoint.clone(),
+                timeout: Some(std::time::Duration::from_millis(storage.s3_timeout_ms)),
+                idle_timeout: Some(std::time::Duration::from_millis(storage.s3_idle_timeout_ms)),
             },
             storage.chunk_size,
         )

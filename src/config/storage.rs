@@ -57,6 +57,17 @@ pub struct StorageSettings {
     )]
     pub s3_ensure_bucket: bool,
 
+    /// Longest one S3 request may take, body included, in milliseconds. An
+    /// LFS Produce waiting longer on one part has been given up by its
+    /// producer already (Kafka's default request.timeout.ms is 30 s).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_TIMEOUT_MS", default_value_t = 30_000, value_parser = parse_positive::<u64>)]
+    pub s3_timeout_ms: u64,
+
+    /// Longest S3 may stay silent while answering (a stalled store), in
+    /// milliseconds.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_S3_IDLE_TIMEOUT_MS", default_value_t = 10_000, value_parser = parse_positive::<u64>)]
+    pub s3_idle_timeout_ms: u64,
+
     /// Local directory for LFS blobs when no S3 bucket is set.
     #[arg(
         long,

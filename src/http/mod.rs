@@ -123,9 +123,13 @@ impl Sidecar {
         let mut shutdown = self.shutdown.clone();
         let probe_key = format!("{}/.kafka-lfs-proxy-readiness-probe", self.lfs.namespace);
         loop {
-            let outcome = self.lfs.store.probe(&probe_key).await;
-            self.storage_health
-                .record(outcome.map_err(|e| e.to_string()));
+            // A stalled store must flip readiness too, not hold the check.
+            let outcome =
+                match tokio::time::timeout(interval, self.lfs.store.probe(&probe_key)).await {
+                    Ok(answer) => answer.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("storage did not answer within {interval:?}")),
+                };
+            self.storage_health.record(outcome);
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(interval) => {}

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::aws::AmazonS3;
@@ -31,12 +32,32 @@ pub struct Backend {
     pub s3: Option<Arc<AmazonS3>>,
     /// The directory of a local store.
     pub root: Option<PathBuf>,
+    /// For the S3 requests object_store has no call for.
+    pub http: reqwest::Client,
 }
 
 impl Backend {
     /// Removes one leftover; what is already gone counts as removed.
-    pub async fn remove(&self, leftover: &Leftover) -> Result<Removal, object_store::Error> {
+    /// `spared`: upload ids of the key still in flight (not leftovers).
+    pub async fn remove(
+        &self,
+        leftover: &Leftover,
+        spared: &[String],
+    ) -> Result<Removal, object_store::Error> {
         match leftover {
+            Leftover::Unconfirmed { key } => {
+                for upload_id in self.list_uploads(key).await? {
+                    if spared.contains(&upload_id) {
+                        continue;
+                    }
+                    let multipart = Leftover::Multipart {
+                        key: key.clone(),
+                        upload_id,
+                    };
+                    Box::pin(self.remove(&multipart, spared)).await?;
+                }
+                Ok(Removal::Done)
+            }
             Leftover::Multipart { key, upload_id } => {
                 let Some(s3) = &self.s3 else {
                     return Err(generic(format!(
@@ -104,6 +125,43 @@ impl Backend {
         .map_err(|e| generic(format!("staging file of {key}: {e}")))
     }
 
+    /// Ids of the open multipart uploads of exactly `key`
+    /// (ListMultipartUploads, signed like any request: object_store has no
+    /// call for it).
+    async fn list_uploads(&self, key: &str) -> Result<Vec<String>, object_store::Error> {
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let Some(s3) = &self.s3 else {
+            return Ok(Vec::new());
+        };
+        let options = SignedUrlOptions::default().with_query([("uploads", ""), ("prefix", key)]);
+        let url = s3
+            .signed_url_opts(
+                http::Method::GET,
+                &Path::from(""),
+                Duration::from_secs(300),
+                &options,
+            )
+            .await?;
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| generic(format!("list uploads of {key}: {e}")))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| generic(format!("list uploads of {key}: {e}")))?;
+        if !status.is_success() {
+            let head: String = body.chars().take(300).collect();
+            return Err(generic(format!(
+                "list uploads of {key}: HTTP {status}: {head}"
+            )));
+        }
+        Ok(uploads_of(&body, key))
+    }
+
     pub async fn delete_key(&self, key: &str) -> Result<(), object_store::Error> {
         match self.store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -134,9 +192,51 @@ impl Backend {
     }
 }
 
+/// The upload ids of `key` in a ListMultipartUploads result.
+fn uploads_of(xml: &str, key: &str) -> Vec<String> {
+    let field = |block: &str, name: &str| -> Option<String> {
+        let open = format!("<{name}>");
+        let start = block.find(&open)? + open.len();
+        let end = block[start..].find(&format!("</{name}>"))? + start;
+        Some(unescape(&block[start..end]))
+    };
+    xml.split("<Upload>")
+        .skip(1)
+        .filter_map(|block| {
+            let block = block.split("</Upload>").next()?;
+            (field(block, "Key")? == key).then(|| field(block, "UploadId"))?
+        })
+        .collect()
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
 fn generic(reason: String) -> object_store::Error {
     object_store::Error::Generic {
         store: "kafka-lfs-proxy",
         source: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_uploads_of_exactly_one_key() {
+        let xml = r#"<?xml version="1.0"?><ListMultipartUploadsResult><Bucket>b</Bucket>
+            <Upload><Key>ns/t/lfs/obj-a</Key><UploadId>id-1</UploadId></Upload>
+            <Upload><Key>ns/t/lfs/obj-ab</Key><UploadId>id-2</UploadId></Upload>
+            <Upload><UploadId>id-3</UploadId><Key>ns/t/lfs/obj-a</Key></Upload>
+            </ListMultipartUploadsResult>"#;
+        assert_eq!(
+            super::uploads_of(xml, "ns/t/lfs/obj-a"),
+            vec!["id-1", "id-3"]
+        );
+        assert!(super::uploads_of("<ListMultipartUploadsResult/>", "k").is_empty());
     }
 }

@@ -27,6 +27,10 @@ enum Upload {
     Local(Box<dyn MultipartUpload>),
 }
 
+/// How long an abort or delete on a request's path may wait for storage
+/// before it is left to the cleanup's retry queue.
+pub const INLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 type PartResult = Result<(usize, Option<PartId>), object_store::Error>;
 
 pub struct Multipart {
@@ -60,7 +64,16 @@ impl Multipart {
         let path = Path::from(key);
         let (upload, leftover) = match s3 {
             Some(s3) => {
-                let id = s3.create_multipart(&path).await.map_err(put_error)?;
+                let id = match s3.create_multipart(&path).await {
+                    Ok(id) => id,
+                    Err(error) => {
+                        let unconfirmed = Leftover::Unconfirmed {
+                            key: key.to_owned(),
+                        };
+                        cleanup.check_later(unconfirmed, &error.to_string());
+                        return Err(put_error(error));
+                    }
+                };
                 let leftover = Leftover::Multipart {
                     key: key.to_owned(),
                     upload_id: id.clone(),
@@ -170,7 +183,13 @@ impl Multipart {
                 Ok(())
             }
             Err(e) => {
+                let s3 = matches!(self.upload, Upload::S3 { .. });
+                let (cleanup, key) = (Arc::clone(&self.cleanup), self.key.clone());
                 self.abort().await;
+                if s3 {
+                    // A completion that timed out may still be carried out.
+                    cleanup.check_later(Leftover::object(&key), &e.to_string());
+                }
                 Err(e)
             }
         }
@@ -207,7 +226,20 @@ impl Multipart {
     /// retried by the cleanup until it does.
     pub async fn abort(mut self) {
         self.running.abort_all();
-        let aborted = match &mut self.upload {
+        // A failed request answers its producer only after this: a store
+        // that is down or stalled gets a short wait, then the queue.
+        let aborted = tokio::time::timeout(INLINE_WAIT, self.abort_upload()).await;
+        match aborted {
+            Ok(Ok(())) => self.ticket.settle(),
+            Ok(Err(error)) => self.ticket.abort_failed(&error.to_string()),
+            Err(_) => self
+                .ticket
+                .abort_failed(&format!("no answer within {INLINE_WAIT:?}")),
+        }
+    }
+
+    async fn abort_upload(&mut self) -> Result<(), object_store::Error> {
+        match &mut self.upload {
             Upload::S3 { s3, id } => match s3.abort_multipart(&self.path, id).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e),
@@ -218,10 +250,6 @@ impl Multipart {
                 Err(e) if is_missing_file(&e) => Ok(()),
                 Err(e) => Err(e),
             },
-        };
-        match aborted {
-            Ok(()) => self.ticket.settle(),
-            Err(error) => self.ticket.abort_failed(&error.to_string()),
         }
     }
 }

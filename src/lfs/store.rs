@@ -64,6 +64,10 @@ pub struct S3Settings {
     pub session_token: Option<String>,
     /// Endpoint written into presigned URLs instead of `endpoint`.
     pub public_endpoint: Option<String>,
+    /// Longest one request may take, body included (default 30 s).
+    pub timeout: Option<Duration>,
+    /// Longest storage may stay silent while answering (default 10 s).
+    pub idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +96,7 @@ impl BlobStore {
             store: Arc::new(store),
             s3: None,
             root: Some(dir.clone()),
+            http: reqwest::Client::new(),
         });
         Ok(BlobStore {
             cleanup: Cleanup::new(Arc::clone(&backend)),
@@ -112,6 +117,10 @@ impl BlobStore {
             s3: Some(Arc::clone(&store)),
             store,
             root: None,
+            http: reqwest::Client::builder()
+                .timeout(settings.timeout.unwrap_or(Duration::from_secs(30)))
+                .build()
+                .map_err(|e| StoreError::Config(e.to_string()))?,
         });
         Ok(BlobStore {
             cleanup: Cleanup::new(Arc::clone(&backend)),
@@ -130,7 +139,8 @@ impl BlobStore {
                 ClientOptions::new()
                     .with_allow_http(true)
                     .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120)),
+                    .with_timeout(settings.timeout.unwrap_or(Duration::from_secs(30)))
+                    .with_read_timeout(settings.idle_timeout.unwrap_or(Duration::from_secs(10))),
             )
             // A producer retries a retriable error itself; an upload that
             // waits minutes on a dead S3 only holds its request hostage.
@@ -236,14 +246,18 @@ impl BlobStore {
         self.cleanup
             .check_open()
             .map_err(|e| StoreError::Closed(e.to_string()))?;
-        self.backend
-            .store
-            .put(&Path::from(key), payload)
-            .await
-            .map_err(|source| StoreError::Put {
+        let put = self.backend.store.put(&Path::from(key), payload).await;
+        if let Err(source) = put {
+            if self.backend.s3.is_some() {
+                // A PUT that timed out may still be carried out.
+                self.cleanup
+                    .check_later(Leftover::object(key), &source.to_string());
+            }
+            return Err(StoreError::Put {
                 key: key.to_owned(),
                 source,
-            })?;
+            });
+        }
         self.cleanup.stored(key);
         Ok(())
     }
@@ -283,17 +297,18 @@ impl BlobStore {
     /// Deletes an object no envelope points to; when storage does not
     /// answer, the cleanup retries until it does. Returns whether it is gone.
     pub async fn delete_orphan(&self, key: &str) -> bool {
-        match self.backend.delete_key(key).await {
-            Ok(()) => {
+        let deleted =
+            tokio::time::timeout(super::multipart::INLINE_WAIT, self.backend.delete_key(key)).await;
+        let error = match deleted {
+            Ok(Ok(())) => {
                 metrics::counter!(crate::metrics::LFS_ORPHANS_DELETED).increment(1);
-                true
+                return true;
             }
-            Err(error) => {
-                self.cleanup
-                    .retry_later(Leftover::object(key), &error.to_string());
-                false
-            }
-        }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {:?}", super::multipart::INLINE_WAIT),
+        };
+        self.cleanup.retry_later(Leftover::object(key), &error);
+        false
     }
 
     /// Objects no envelope points to, handed to the cleanup without waiting

@@ -164,7 +164,7 @@ fn parse(name: &str, bytes: &[u8]) -> Result<Vec<Leftover>, LedgerError> {
 async fn try_each(backend: &Backend, entries: Vec<Leftover>) -> Vec<Leftover> {
     let mut left = Vec::new();
     for leftover in entries {
-        match backend.remove(&leftover).await {
+        match backend.remove(&leftover, &[]).await {
             Ok(removal) => {
                 tracing::info!(
                     key = leftover.key(),

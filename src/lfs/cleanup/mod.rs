@@ -21,12 +21,16 @@
 //! under the same key): the newer object has an envelope.
 
 pub mod ledger;
+mod leftover;
+mod ticket;
+
+pub use leftover::Leftover;
+pub use ticket::Ticket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -40,52 +44,6 @@ pub const MAX_QUEUED: usize = 10_000;
 /// First and longest wait between attempts at one leftover.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
-
-/// Something in storage the proxy still has to remove.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Leftover {
-    /// An S3 multipart upload to abort.
-    Multipart { key: String, upload_id: String },
-    /// A local-store upload: its staging file beside `key`.
-    Staging { key: String },
-    /// A completed object no envelope points to, left at `left_at_ms`
-    /// (Unix milliseconds): not deleted if written again after that.
-    Object { key: String, left_at_ms: i64 },
-}
-
-impl Leftover {
-    pub fn object(key: &str) -> Self {
-        Leftover::Object {
-            key: key.to_owned(),
-            left_at_ms: chrono::Utc::now().timestamp_millis(),
-        }
-    }
-
-    pub fn key(&self) -> &str {
-        match self {
-            Leftover::Multipart { key, .. }
-            | Leftover::Staging { key }
-            | Leftover::Object { key, .. } => key,
-        }
-    }
-
-    /// The multipart upload id, for log lines.
-    pub fn upload_id(&self) -> &str {
-        match self {
-            Leftover::Multipart { upload_id, .. } => upload_id,
-            Leftover::Staging { .. } => "local-staging",
-            Leftover::Object { .. } => "",
-        }
-    }
-
-    fn what(&self) -> &'static str {
-        match self {
-            Leftover::Multipart { .. } | Leftover::Staging { .. } => "multipart upload",
-            Leftover::Object { .. } => "object",
-        }
-    }
-}
 
 /// Starting a multipart upload failed because the proxy is shutting down.
 #[derive(Debug, thiserror::Error)]
@@ -212,9 +170,33 @@ impl Cleanup {
     }
 
     /// Hands a leftover whose removal failed (or could not be tried) to the
-    /// retry queue.
+    /// retry queue; counted as left until it is removed.
     pub fn retry_later(&self, leftover: Leftover, error: &str) {
         metrics::counter!(m::LFS_ORPHANS_LEFT).increment(1);
+        tracing::warn!(
+            key = leftover.key(),
+            upload_id = leftover.upload_id(),
+            error,
+            "cannot remove {} now; retrying until storage answers",
+            leftover.what()
+        );
+        self.enqueue(leftover, error);
+    }
+
+    /// Queues a check for what a request storage did not answer may have
+    /// left (a create or completion that timed out may still be carried
+    /// out by a stalled store); not counted as left unless found.
+    pub fn check_later(&self, leftover: Leftover, error: &str) {
+        tracing::info!(
+            key = leftover.key(),
+            error,
+            "storage did not answer; checking later that no {} is left",
+            leftover.what()
+        );
+        self.enqueue(leftover, error);
+    }
+
+    fn enqueue(&self, leftover: Leftover, error: &str) {
         let mut state = self.lock();
         if state.closed {
             metrics::counter!(m::LFS_ORPHANS_DROPPED).increment(1);
@@ -238,13 +220,6 @@ impl Cleanup {
             );
             return;
         }
-        tracing::warn!(
-            key = leftover.key(),
-            upload_id = leftover.upload_id(),
-            error,
-            "cannot remove {} now; retrying until storage answers",
-            leftover.what()
-        );
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         let due = Instant::now() + backoff.next_wait();
         state.queue.push(Queued {
@@ -259,7 +234,7 @@ impl Cleanup {
 
     /// Removes one leftover now; on failure it goes to the retry queue.
     pub async fn remove_or_retry(&self, leftover: Leftover) -> bool {
-        match self.backend.remove(&leftover).await {
+        match self.remove(&leftover).await {
             Ok(removal) => {
                 count_removal(&leftover, removal);
                 true
@@ -269,6 +244,25 @@ impl Cleanup {
                 false
             }
         }
+    }
+
+    /// Removes one leftover, sparing the uploads this process has in flight.
+    async fn remove(&self, leftover: &Leftover) -> Result<Removal, object_store::Error> {
+        let spared: Vec<String> = match leftover {
+            Leftover::Unconfirmed { key } => self
+                .lock()
+                .in_flight
+                .values()
+                .filter_map(|l| match l {
+                    Leftover::Multipart { key: k, upload_id } if k == key => {
+                        Some(upload_id.clone())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.backend.remove(leftover, &spared).await
     }
 
     /// Retries queued leftovers as they fall due, until [`Cleanup::finish`]
@@ -302,7 +296,7 @@ impl Cleanup {
             due
         };
         for mut queued in due {
-            match self.backend.remove(&queued.leftover).await {
+            match self.remove(&queued.leftover).await {
                 Ok(removal) => {
                     tracing::info!(
                         key = queued.leftover.key(),
@@ -343,7 +337,7 @@ impl Cleanup {
         );
         let deadline = Instant::now() + budget;
         let attempts = leftovers.iter().map(|l| async move {
-            let removed = tokio::time::timeout_at(deadline, self.backend.remove(l)).await;
+            let removed = tokio::time::timeout_at(deadline, self.backend.remove(l, &[])).await;
             match removed {
                 Ok(Ok(removal)) => {
                     count_removal(l, removal);
@@ -433,44 +427,6 @@ pub(crate) fn count_removal(leftover: &Leftover, removal: Removal) {
     metrics::counter!(m::LFS_CLEANUPS_TOTAL, "outcome" => outcome).increment(1);
     if matches!(leftover, Leftover::Object { .. }) && removal == Removal::Done {
         metrics::counter!(m::LFS_ORPHANS_DELETED).increment(1);
-    }
-}
-
-/// An upload in flight. Settle it when the upload completed or was
-/// aborted; dropped unsettled, its upload goes to the retry queue to be
-/// aborted.
-pub struct Ticket {
-    cleanup: Arc<Cleanup>,
-    id: u64,
-    settled: bool,
-}
-
-impl Ticket {
-    /// The upload completed or was aborted: nothing is left.
-    pub fn settle(&mut self) {
-        if !self.settled {
-            self.settled = true;
-            self.cleanup.lock().in_flight.remove(&self.id);
-        }
-    }
-
-    /// The abort failed: retry it later (unless shutdown took the upload
-    /// over already).
-    pub fn abort_failed(&mut self, error: &str) {
-        if self.settled {
-            return;
-        }
-        self.settled = true;
-        let leftover = self.cleanup.lock().in_flight.remove(&self.id);
-        if let Some(leftover) = leftover {
-            self.cleanup.retry_later(leftover, error);
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.abort_failed("upload cut off before it completed");
     }
 }
 
