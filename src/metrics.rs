@@ -28,6 +28,8 @@ pub const LFS_ORPHANS_PENDING: &str = "kafka_lfs_proxy_lfs_orphans_pending";
 pub const LFS_ORPHANS_DROPPED: &str = "kafka_lfs_proxy_lfs_orphans_dropped_total";
 /// Leftovers removed later (retry queue or ledger), by outcome.
 pub const LFS_CLEANUPS_TOTAL: &str = "kafka_lfs_proxy_lfs_cleanups_total";
+/// Tokio tasks alive in the proxy, read at each scrape.
+pub const TASKS_ALIVE: &str = "kafka_lfs_proxy_tasks_alive";
 pub const HTTP_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_http_requests_total";
 pub const HTTP_REQUEST_SECONDS: &str = "kafka_lfs_proxy_http_request_duration_seconds";
 pub const HTTP_BYTES_TOTAL: &str = "kafka_lfs_proxy_http_bytes_total";

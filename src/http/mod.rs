@@ -282,6 +282,11 @@ async fn readyz(State(sidecar): State<Arc<Sidecar>>) -> (StatusCode, String) {
 }
 
 async fn render_metrics(State(sidecar): State<Arc<Sidecar>>) -> String {
+    // Read at scrape time: a leak of tasks shows as a line that only rises.
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    metrics::gauge!(m::TASKS_ALIVE).set(tasks as f64);
     sidecar.metrics.render()
 }
 
