@@ -27,4 +27,6 @@ echo "--- fuzz smoke (each target briefly; the long runs are in the README)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
 echo "--- e2e (tansu + real clients)"
-.venv/bin/python -m pytest tests/e2e -p no:warnings -p no:cacheprovider -q
+# Each test is bounded (a hang fails that test, not the whole run), and the
+# slowest are listed so the suite stays under its time budget.
+.venv/bin/python -m pytest tests/e2e -p no:warnings -p no:cacheprovider -v --timeout=600 --durations=25
