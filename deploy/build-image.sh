@@ -50,6 +50,8 @@ printf 'root:x:0:\nnonroot:x:%s:\n' "$UID_NONROOT" > "$mnt/etc/group"
 printf 'hosts: files dns\n' > "$mnt/etc/nsswitch.conf"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$mnt/etc/hosts"
 install -d -m 1777 "$mnt/tmp"
+# Mount points the runtime fills in.
+install -d -m 0755 "$mnt/proc" "$mnt/sys" "$mnt/dev"
 install -d -m 0750 -o "$UID_NONROOT" -g "$UID_NONROOT" "$mnt/var/lib/kafka-lfs-proxy" "$mnt/home/nonroot"
 bah unmount "$ctr" >/dev/null
 
@@ -59,7 +61,7 @@ bah config \
   --env KAFSCALE_LFS_PROXY_STORAGE_DIR=/var/lib/kafka-lfs-proxy \
   --env KAFSCALE_LFS_PROXY_DOWNLOAD_TEMP_DIR=/tmp \
   --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-  --port 9092 --port 9093 --port 9094 --port 9095 --port 9096 --port 9097 --port 9098 --port 8080 \
+  --port 9092/tcp --port 9093/tcp --port 9094/tcp --port 9095/tcp --port 9096/tcp --port 9097/tcp --port 9098/tcp --port 8080/tcp \
   --stop-signal SIGTERM \
   --label org.opencontainers.image.title=kafka-lfs-proxy \
   --label "org.opencontainers.image.description=Kafka wire-protocol proxy with large-file (claim-check) offload to object storage" \

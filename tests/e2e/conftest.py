@@ -93,18 +93,18 @@ class Tansu:
     """tansu on 127.0.0.2. `advertised_port`: the port it tells clients to
     use, when something (a TLS/SASL gate) stands in front of it."""
 
-    def __init__(self, workdir: Path, advertised_port: int | None = None):
-        self.port = free_port(UPSTREAM_HOST)
-        self.address = f"{UPSTREAM_HOST}:{self.port}"
+    def __init__(self, workdir: Path, advertised_port: int | None = None, host: str = UPSTREAM_HOST):
+        self.port = free_port(host)
+        self.address = f"{host}:{self.port}"
         self.log = open(workdir / f"tansu-{self.port}.log", "wb")
         url = f"tcp://{self.address}"
-        advertised = f"tcp://{UPSTREAM_HOST}:{advertised_port}" if advertised_port else url
+        advertised = f"tcp://{host}:{advertised_port}" if advertised_port else url
         self.proc = subprocess.Popen(
             [tansu_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
-        wait_port(UPSTREAM_HOST, self.port)
+        wait_port(host, self.port)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -178,17 +178,18 @@ class SeaweedFS:
                   "admin.port.grpc", "webdav.port", "debug.port"]
     ACCESS_KEY, SECRET_KEY, BUCKET = "lfs-access", "lfs-secret-key", "lfs-e2e"
 
-    def __init__(self, workdir: Path):
-        self.dir = workdir / "seaweedfs"
+    def __init__(self, workdir: Path, host: str = "127.0.0.1"):
+        self.host = host
+        self.dir = workdir / f"seaweedfs-{host}"
         self.dir.mkdir(exist_ok=True)
-        self.ports = {flag: free_port() for flag in self.PORT_FLAGS}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.ports = {flag: free_port(host) for flag in self.PORT_FLAGS}
+        self.endpoint = f"http://{host}:{self.ports['s3.port']}"
         self.proc = None
         self.start()
 
     def start(self):
         weed = Path(sys.executable).parent / "weed"
-        args = [str(weed), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.dir}"]
+        args = [str(weed), "mini", f"-ip={self.host}", f"-ip.bind={self.host}", f"-dir={self.dir}"]
         args += [f"-{flag}={port}" for flag, port in self.ports.items()]
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=self.SECRET_KEY,
                    S3_BUCKET=self.BUCKET)

@@ -167,7 +167,7 @@ def test_containerfile_and_build_script_describe_the_same_image():
     script = (DEPLOY / "build-image.sh").read_text()
     runtime = containerfile.split("FROM gcr.io/distroless", 1)[1]
     exposed = {int(p) for line in re.findall(r"^EXPOSE (.+)$", runtime, re.M) for p in line.split()}
-    assert exposed == {int(p) for p in re.findall(r"--port (\d+)", script)}
+    assert exposed == {int(p) for p in re.findall(r"--port (\d+)/tcp", script)}
     env_block = re.search(r"^ENV (.+?)(?:\n(?!\s))", runtime, re.M | re.S).group(1)
     assert dict(re.findall(r"(\w+)=(\S+)", env_block)) == dict(re.findall(r"--env (\w+)=(\S+)", script))
     assert re.search(r"^USER (\d+):(\d+)$", runtime, re.M).groups() == (str(image_user()),) * 2
