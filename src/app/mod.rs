@@ -10,6 +10,8 @@ pub use parts::{lfs, own_cluster, upstream_security};
 pub use processor::{load_processor_config, run_processor};
 pub use proxy::{build_chain, run_proxy};
 
+use crate::config::{LogFormat, ProcessSettings};
+
 /// SIGTERM or Ctrl-C.
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -27,11 +29,16 @@ pub async fn wait_for_signal() {
     }
 }
 
-/// Logs to standard error, filtered by `level` (EnvFilter syntax).
-pub fn init_logging(level: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Logs to standard error, filtered by the log level (EnvFilter syntax),
+/// as text or as one JSON object per line (fields at the top level).
+pub fn init_logging(process: &ProcessSettings) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&process.log_level))
+        .with_writer(std::io::stderr);
+    match process.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).init(),
+    }
 }

@@ -54,7 +54,7 @@ struct Management {
 /// and leaves the groups.
 pub async fn run_processor(args: ProcessorArgs, config: ProcessorConfig) -> anyhow::Result<()> {
     let (upstream, process) = (&args.upstream, &args.process);
-    super::init_logging(&process.log_level);
+    super::init_logging(process);
     let prometheus = metrics::install();
     let security = Arc::new(super::parts::upstream_security(upstream)?);
     let access = KafkaAccess {

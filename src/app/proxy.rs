@@ -53,7 +53,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         rr,
         process,
     } = &settings;
-    super::init_logging(&process.log_level);
+    super::init_logging(process);
     match crate::limits::raise_open_files_limit() {
         Ok(files) => tracing::info!(
             before = files.before,

@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use http::HttpSettings;
 pub use listener::{ClientSaslMode, ListenerSettings};
-pub use process::ProcessSettings;
+pub use process::{LogFormat, ProcessSettings};
 pub use rr::RrSettings;
 pub use storage::StorageSettings;
 pub use tls_files::{ServerTlsFiles, TlsNames};

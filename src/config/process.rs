@@ -25,6 +25,18 @@ pub struct ProcessSettings {
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,kafka_lfs_proxy=debug`).
     #[arg(long, env = "KAFSCALE_LFS_PROXY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Log line format: `text` for people, `json` for log pipelines (one
+    /// object per line: timestamp, level, target, message and every field).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl ProcessSettings {

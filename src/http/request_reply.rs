@@ -36,6 +36,7 @@ use crate::metrics as m;
 use crate::rr::listener::{ListenError, ReplyListener};
 use crate::rr::replies::{Known, ReplyBook};
 use crate::rr::routes::{RouteTable, RouteTarget, REPLY_TOPIC_HEADER, TOPIC_HEADER};
+use crate::rr::trace_context::{TraceContext, TRACEPARENT, TRACESTATE};
 use crate::rr::wire::{self, Reply};
 
 /// The request-reply side of the sidecar.
@@ -207,6 +208,9 @@ impl Gateway {
             }
         }
         let deadline = Instant::now() + target.timeout;
+        // This hop's span of the caller's trace (or a new trace).
+        let trace = TraceContext::from_http(&parts.headers);
+        tracing::debug!(trace_id = %trace.parent.trace_id(), correlation_id = %id, route = %target.route, "request-reply call");
         if produce {
             self.listener
                 .ensure(&target.reply_topic, StartAt::Latest)
@@ -220,6 +224,7 @@ impl Gateway {
                 &id,
                 digest,
                 who.subject.as_deref(),
+                &trace,
                 body,
             );
             let produced = self.producer.produce(&record).await;
@@ -232,7 +237,7 @@ impl Gateway {
         let location = location(&target.reply_topic, &id);
         if prefer.respond_async {
             outcome(&target.route, "accepted");
-            return Ok(accepted(&location, &id));
+            return Ok(with_trace(accepted(&location, &id), &trace));
         }
         match self
             .book
@@ -243,7 +248,7 @@ impl Gateway {
                 metrics::histogram!(m::RR_KAFKA_ROUND_TRIP_SECONDS, "route" => target.route.clone())
                     .record(produced_at.elapsed().as_secs_f64());
                 outcome(&target.route, "reply");
-                Ok(reply_response(&reply, &id))
+                Ok(with_trace(reply_response(&reply, &id), &trace))
             }
             None => {
                 metrics::counter!(m::RR_TIMEOUTS_TOTAL, "route" => target.route.clone())
@@ -273,14 +278,18 @@ impl Gateway {
         id: &str,
         digest: Option<String>,
         subject: Option<&str>,
+        trace: &TraceContext,
         body: Bytes,
     ) -> OutgoingRecord {
-        // The credential the proxy checked is the proxy's, not the backend's.
+        // The credential the proxy checked is the proxy's, not the backend's;
+        // the trace context is this hop's, not the caller's.
         let mut skip = vec![
             TOPIC_HEADER,
             REPLY_TOPIC_HEADER,
             "idempotency-key",
             wire::SUBJECT_HEADER,
+            TRACEPARENT,
+            TRACESTATE,
         ];
         if !sidecar.api_keys.is_empty() || sidecar.jwt.is_some() {
             skip.extend(["x-api-key", "authorization"]);
@@ -313,6 +322,7 @@ impl Gateway {
                 Bytes::copy_from_slice(key.as_bytes()),
             ));
         }
+        headers.extend(trace.headers());
         headers.extend(wire::http_headers_to_record(&parts.headers, &skip));
         OutgoingRecord {
             topic: target.request_topic.clone(),
@@ -413,6 +423,22 @@ fn accepted(location: &str, id: &str) -> Response {
     );
     if let Ok(v) = HeaderValue::from_str(id) {
         h.insert("x-correlation-id", v);
+    }
+    response
+}
+
+/// The trace context on a response: the worker's when its reply carried
+/// one (the processor's span), else this hop's.
+fn with_trace(mut response: Response, trace: &TraceContext) -> Response {
+    if !response.headers().contains_key(TRACEPARENT) {
+        for (name, value) in trace.headers() {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value),
+            ) {
+                response.headers_mut().insert(n, v);
+            }
+        }
     }
     response
 }

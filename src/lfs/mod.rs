@@ -3,6 +3,7 @@
 //! to Kafka traffic.
 
 pub mod backend;
+mod bucket;
 pub mod checksum;
 pub mod cleanup;
 pub mod envelope;

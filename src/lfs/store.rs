@@ -24,6 +24,9 @@ use super::cleanup::{Cleanup, Leftover};
 use super::multipart::{Multipart, PartUpload};
 use super::writer::BlobWriter;
 
+/// The region when none is configured.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
 /// S3's smallest multipart part other than the last.
 pub const MIN_S3_PART_SIZE: usize = 5 * 1024 * 1024;
 
@@ -78,6 +81,8 @@ pub struct BlobStore {
     /// Signs presigned URLs for `S3_PUBLIC_ENDPOINT` (split networks).
     public_signer: Option<Arc<AmazonS3>>,
     bucket: String,
+    /// The S3 region (where `ensure_bucket` creates the bucket).
+    region: String,
     chunk_size: usize,
 }
 
@@ -103,6 +108,7 @@ impl BlobStore {
             backend,
             public_signer: None,
             bucket: dir.display().to_string(),
+            region: String::new(),
             chunk_size,
         })
     }
@@ -127,6 +133,10 @@ impl BlobStore {
             backend,
             public_signer,
             bucket: settings.bucket.clone(),
+            region: settings
+                .region
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
             chunk_size,
         })
     }
@@ -134,7 +144,7 @@ impl BlobStore {
     fn s3_client(settings: &S3Settings, endpoint: Option<&str>) -> Result<AmazonS3, StoreError> {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&settings.bucket)
-            .with_region(settings.region.as_deref().unwrap_or("us-east-1"))
+            .with_region(settings.region.as_deref().unwrap_or(DEFAULT_REGION))
             .with_client_options(
                 ClientOptions::new()
                     .with_allow_http(true)
@@ -174,51 +184,13 @@ impl BlobStore {
         &self.bucket
     }
 
-    /// Creates the S3 bucket when it does not exist (`S3_ENSURE_BUCKET`).
-    /// object_store has no bucket calls, so this sends presigned HEAD and
-    /// PUT (CreateBucket) requests for the bucket itself. Returns whether
-    /// the bucket was created. A local store has nothing to create.
+    /// Creates the S3 bucket when it does not exist (`S3_ENSURE_BUCKET`),
+    /// in the configured region; returns whether it was created. A local
+    /// store has nothing to create.
     pub async fn ensure_bucket(&self) -> Result<bool, StoreError> {
-        use object_store::signer::Signer;
-        let Some(s3) = &self.backend.s3 else {
-            return Ok(false);
-        };
-        let client = reqwest::Client::new();
-        let bucket_root = Path::from("");
-        let ttl = Duration::from_secs(300);
-        let sign = |method| {
-            let bucket_root = &bucket_root;
-            async move {
-                s3.signed_url(method, bucket_root, ttl)
-                    .await
-                    .map_err(|e| StoreError::Config(format!("cannot sign a bucket request: {e}")))
-            }
-        };
-        let http_err =
-            |e: reqwest::Error| StoreError::Config(format!("bucket request failed: {e}"));
-        let head = client
-            .head(sign(http::Method::HEAD).await?)
-            .send()
-            .await
-            .map_err(http_err)?;
-        if head.status().is_success() {
-            return Ok(false);
-        }
-        let put = client
-            .put(sign(http::Method::PUT).await?)
-            .send()
-            .await
-            .map_err(http_err)?;
-        if put.status().is_success() {
-            Ok(true)
-        } else {
-            let status = put.status();
-            let body = put.text().await.unwrap_or_default();
-            Err(StoreError::Config(format!(
-                "cannot create bucket {}: HTTP {status}: {}",
-                self.bucket,
-                body.chars().take(300).collect::<String>()
-            )))
+        match &self.backend.s3 {
+            Some(s3) => super::bucket::ensure(s3, &self.bucket, &self.region).await,
+            None => Ok(false),
         }
     }
 

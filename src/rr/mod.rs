@@ -9,4 +9,5 @@ pub mod processor;
 pub mod processor_config;
 pub mod replies;
 pub mod routes;
+pub mod trace_context;
 pub mod wire;

@@ -93,10 +93,15 @@ impl Stage for LfsOffload {
                 }));
             };
             request.frame = frame;
-            request.owing.push(Box::new(StoredObjects {
-                owed: Some(owed),
-                lfs: Arc::clone(&self.lfs),
-            }));
+            // acks=0: no response will settle the objects, and the records
+            // may well reach the broker, so they are kept (a record the
+            // broker then drops leaves its object: fire-and-forget's loss).
+            if !acks0 {
+                request.owing.push(Box::new(StoredObjects {
+                    owed: Some(owed),
+                    lfs: Arc::clone(&self.lfs),
+                }));
+            }
             Ok(RequestAction::Forward(request))
         })
     }

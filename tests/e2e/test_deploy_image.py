@@ -237,8 +237,11 @@ def test_sidecar_pod_rehearsal(image, pod_network, workdir):
         assert proxy.wait(grace) == 0, log.read_text()
         print(f"\nsidecar rehearsal: ready in {ready_in:.1f} s, "
               f"stopped in {time.monotonic() - stopping:.2f} s (grace {grace} s)")
-        text = log.read_text()
-        assert "ERROR" not in text and "panicked" not in text, text
+        # The overlay asks for JSON logs: one object per line, fields at the top.
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        assert lines and all({"timestamp", "level", "target", "message"} <= set(e) for e in lines), lines[:3]
+        assert not [e for e in lines if e["level"] in ("ERROR", "WARN")], lines
+        assert any(e["message"] == "kafka-lfs-proxy listening" and e["kafka"] == "127.0.0.1:9092" for e in lines)
     finally:
         if proxy and proxy.poll() is None:
             proxy.kill()

@@ -82,11 +82,15 @@ def test_s3_down_is_retriable_and_the_retry_lands_once(s3_proxy, s3):
     assert metric(metrics, 'kafka_lfs_proxy_lfs_uploads_total{outcome="ok"}') >= 3
 
 
-def test_ensure_bucket_creates_a_missing_bucket(tansu, workdir, s3):
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1"])
+def test_ensure_bucket_creates_a_missing_bucket(tansu, workdir, s3, region):
+    """Outside us-east-1 the CreateBucket names the region (AWS refuses it
+    otherwise; the body itself is unit-tested in src/lfs/bucket.rs)."""
     from confluent_kafka import Producer
 
     fresh = "lfs-ensured-" + os.urandom(3).hex()
-    env = dict(s3.proxy_env(), KAFSCALE_LFS_PROXY_S3_BUCKET=fresh, KAFSCALE_LFS_PROXY_S3_ENSURE_BUCKET="true")
+    env = dict(s3.proxy_env(), KAFSCALE_LFS_PROXY_S3_BUCKET=fresh, KAFSCALE_LFS_PROXY_S3_ENSURE_BUCKET="true",
+               KAFSCALE_LFS_PROXY_S3_REGION=region)
     p = Proxy(tansu.address, workdir, capture=False, env=env)
     try:
         p.wait_ready()

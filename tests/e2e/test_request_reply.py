@@ -254,6 +254,61 @@ def test_sync_post_carries_binary_bytes_both_ways(rr):
     assert body == payload
 
 
+def test_trace_context_spans_the_kafka_hop(rr):
+    """W3C traceparent: the caller's trace id reaches the request record,
+    the backend and the response; each hop is its own span (a new parent
+    id); tracestate is carried unchanged. Without one, a trace is started."""
+    trace_id = uuid.uuid4().hex
+    caller_span = uuid.uuid4().hex[:16]
+    sent = f"00-{trace_id}-{caller_span}-01"
+    r = requests.post(url(rr["a"], "/api/echo/traced"), data=b"t",
+                      headers={"traceparent": sent, "tracestate": "vendor=abc,other=1"}, timeout=15)
+    assert r.status_code == 201, r.text
+    (_, _, headers, _), = rr["backend"].requests_to("/api/echo/traced")
+    lower = {k.lower(): v for k, v in headers.items()}
+    version, backend_trace, processor_span, flags = lower["traceparent"].split("-")
+    assert (version, backend_trace, flags) == ("00", trace_id, "01")
+    assert processor_span != caller_span and len(processor_span) == 16
+    assert lower["tracestate"] == "vendor=abc,other=1"
+    # The response carries the processor's span of the same trace.
+    assert r.headers["traceparent"] == lower["traceparent"]
+
+    # The request record carries the gateway's span, between the two.
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": rr["tansu"].address, "group.id": f"tc-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(rr["topics"]["req"], p, 0) for p in range(3)])
+        deadline = time.time() + 20
+        record_headers = None
+        while time.time() < deadline and record_headers is None:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            h = {k: v.decode() for k, v in (m.headers() or [])}
+            if h.get(":path") == "/api/echo/traced":
+                record_headers = h
+        assert record_headers, "request record not found"
+    finally:
+        c.close()
+    _, record_trace, gateway_span, record_flags = record_headers["traceparent"].split("-")
+    assert (record_trace, record_flags) == (trace_id, "01")
+    assert gateway_span not in (caller_span, processor_span)
+    assert record_headers["tracestate"] == "vendor=abc,other=1"
+
+    # No traceparent (or an invalid one): the gateway starts a trace, not sampled.
+    r = requests.get(url(rr["b"], "/api/echo/untraced"), headers={"traceparent": "junk", "tracestate": "x=1"},
+                     timeout=15)
+    assert r.status_code == 200, r.text
+    (_, _, headers, _), = rr["backend"].requests_to("/api/echo/untraced")
+    lower = {k.lower(): v for k, v in headers.items()}
+    version, new_trace, _, flags = lower["traceparent"].split("-")
+    assert version == "00" and len(new_trace) == 32 and flags == "00"
+    assert "tracestate" not in lower
+    assert r.headers["traceparent"].split("-")[1] == new_trace
+
+
 def test_request_record_format_is_as_documented(rr):
     """A worker in another language reads the request record: check it."""
     from confluent_kafka import Consumer, TopicPartition

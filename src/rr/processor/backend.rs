@@ -13,6 +13,7 @@ use crate::kafka::client::records::ConsumedRecord;
 use crate::kafka::wire::topic::{check_topic_name, MAX_TOPIC_NAME_LENGTH};
 use crate::metrics as m;
 use crate::rr::processor_config::TopicConfig;
+use crate::rr::trace_context::{TraceContext, TRACEPARENT, TRACESTATE};
 use crate::rr::wire;
 
 impl Processor {
@@ -55,7 +56,11 @@ impl Processor {
             tracing::info!(correlation_id = id, topic = %record.topic, "request past its deadline; dropped unsent");
             return "expired";
         }
-        let outcome = self.call_backend(config, record, &id, deadline).await;
+        // This hop's span: sent to the backend and on the reply.
+        let trace = TraceContext::forward(record.header(TRACEPARENT), record.header(TRACESTATE));
+        let outcome = self
+            .call_backend(config, record, &id, deadline, &trace)
+            .await;
         let (status, headers, body, failure) = match outcome {
             BackendOutcome::Answered {
                 status,
@@ -103,7 +108,12 @@ impl Processor {
         if let Some(d) = record.header(wire::REQUEST_DIGEST) {
             reply_headers.push((wire::REQUEST_DIGEST.to_owned(), Bytes::copy_from_slice(d)));
         }
-        reply_headers.extend(headers);
+        reply_headers.extend(trace.headers());
+        reply_headers.extend(
+            headers
+                .into_iter()
+                .filter(|(name, _)| !TraceContext::is_trace_header(name)),
+        );
         let reply = OutgoingRecord {
             topic: reply_to.clone(),
             partition: None,
@@ -113,7 +123,7 @@ impl Processor {
         };
         let replied = self.producer.produce(&reply).await;
         if let Err(error) = &replied {
-            tracing::error!(%error, correlation_id = id, reply_to, "cannot produce the reply");
+            tracing::error!(%error, correlation_id = id, trace_id = %trace.parent.trace_id(), reply_to, "cannot produce the reply");
         }
         match (failure, replied) {
             (Some(code), _) => {
@@ -134,6 +144,7 @@ impl Processor {
         record: &ConsumedRecord,
         id: &str,
         deadline: Option<i64>,
+        trace: &TraceContext,
     ) -> BackendOutcome {
         let method = record
             .header_str(wire::METHOD)
@@ -151,6 +162,7 @@ impl Processor {
             if !wire::is_end_to_end(&lower)
                 || lower == "idempotency-key"
                 || lower == wire::SUBJECT_HEADER
+                || TraceContext::is_trace_header(&lower)
             {
                 continue;
             }
@@ -163,6 +175,18 @@ impl Processor {
         }
         if let Ok(v) = reqwest::header::HeaderValue::from_str(id) {
             headers.insert("x-correlation-id", v);
+        }
+        for (name, value) in trace.headers() {
+            if let Ok(v) = reqwest::header::HeaderValue::from_maybe_shared(value) {
+                headers.insert(
+                    if name == TRACEPARENT {
+                        TRACEPARENT
+                    } else {
+                        TRACESTATE
+                    },
+                    v,
+                );
+            }
         }
         if let Some(subject) = record
             .header(wire::IDENTITY)
