@@ -18,6 +18,8 @@
 //!   - `rr:request-digest`: SHA-256 (hex) of method, path and body, sent
 //!     with `Idempotency-Key` requests; echo it in the reply so that every
 //!     proxy replica can tell a replay from a conflicting reuse;
+//!   - `traceparent` / `tracestate`: W3C trace context, the gateway's span
+//!     of the caller's trace (see `trace_context`);
 //!   - every HTTP request header by its lower-case name, except hop-by-hop
 //!     headers, `content-length`, `host`, the routing headers
 //!     (`x-kafka-topic`, `x-kafka-reply-topic`) and the credential the

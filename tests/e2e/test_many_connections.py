@@ -41,28 +41,32 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
 
 
 async def one_client(i: int, port: int, opened: asyncio.Semaphore, all_answered: asyncio.Event, results: list):
-    async with opened:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+    writer = None
     try:
-        # ApiVersions v0 (empty body), then Metadata v1 for no topics.
-        writer.write(request(18, 0, 2 * i, b"") + request(3, 1, 2 * i + 1, struct.pack(">i", 0)))
-        await writer.drain()
-        versions = await asyncio.wait_for(read_frame(reader), 120)
-        metadata = await asyncio.wait_for(read_frame(reader), 120)
+        # `opened` bounds the clients between connecting and their answers,
+        # and so the proxy's dials to the broker in progress: tansu accepts
+        # on one loop, and a burst of thousands overflows its accept queue
+        # (the kernel then resets the proxy's connections).
+        async with opened:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+            # ApiVersions v0 (empty body), then Metadata v1 for no topics.
+            writer.write(request(18, 0, 2 * i, b"") + request(3, 1, 2 * i + 1, struct.pack(">i", 0)))
+            await writer.drain()
+            versions = await asyncio.wait_for(read_frame(reader), 120)
+            metadata = await asyncio.wait_for(read_frame(reader), 120)
         ids = (struct.unpack(">i", versions[:4])[0], struct.unpack(">i", metadata[:4])[0])
         error_code = struct.unpack(">h", versions[4:6])[0]
         results.append((ids == (2 * i, 2 * i + 1)) and error_code == 0)
         # Held open until every client has its answers.
         await asyncio.wait_for(all_answered.wait(), 300)
     finally:
-        writer.close()
+        if writer:
+            writer.close()
 
 
 async def many_clients(port: int, pid: int) -> tuple[list, float, dict]:
     """Opens every connection, waits for all answers, measures the proxy
     while all are held, then closes them."""
-    # Connections opened 50 at a time: faster, the broker behind (tansu, one
-    # accept loop) overflows its accept queue and resets the proxy's dials.
     opened = asyncio.Semaphore(50)
     all_answered = asyncio.Event()
     results: list = []
