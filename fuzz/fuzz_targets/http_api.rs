@@ -73,6 +73,9 @@ fn fixture() -> &'static Fixture {
                 temp_dir: dir.path().to_owned(),
                 topic_max_length: 249,
                 session_ttl: Duration::from_secs(60),
+                // Bounded as in the product: the fuzzer opens sessions far
+                // faster than they expire (unbounded, it ran out of files).
+                max_sessions: 1000,
                 part_size: 5 * 1024 * 1024,
                 cors_origins: vec!["https://app.example".into()],
             };

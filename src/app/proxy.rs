@@ -230,6 +230,7 @@ fn http_config(http: &HttpSettings, storage: &StorageSettings) -> HttpConfig {
             .unwrap_or_else(std::env::temp_dir),
         topic_max_length: http.topic_max_length,
         session_ttl: Duration::from_secs(http.upload_session_ttl_sec),
+        max_sessions: http.upload_sessions_max,
         part_size: storage.chunk_size as u64,
         cors_origins: http.http_cors_origins(),
     }

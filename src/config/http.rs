@@ -92,6 +92,12 @@ pub struct HttpSettings {
     #[arg(long, env = "KAFSCALE_LFS_PROXY_UPLOAD_SESSION_TTL_SEC", default_value_t = 3600, value_parser = parse_positive::<u64>)]
     pub upload_session_ttl_sec: u64,
 
+    /// Most upload sessions open at once, across callers; one more is 429
+    /// `too_many_upload_sessions` (each holds a multipart upload, with the
+    /// local store an open file).
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_UPLOAD_SESSIONS_MAX", default_value_t = 1000, value_parser = parse_positive::<usize>)]
+    pub upload_sessions_max: usize,
+
     /// Longest topic name the HTTP API accepts.
     #[arg(long, env = "KAFSCALE_LFS_PROXY_TOPIC_MAX_LENGTH", default_value_t = crate::kafka::wire::topic::MAX_TOPIC_NAME_LENGTH, value_parser = parse_positive::<usize>)]
     pub topic_max_length: usize,

@@ -54,6 +54,9 @@ pub struct HttpConfig {
     pub topic_max_length: usize,
     /// Lifetime of an upload session.
     pub session_ttl: Duration,
+    /// Most upload sessions open at once (each holds a multipart upload:
+    /// with the local store, an open file).
+    pub max_sessions: usize,
     /// Multipart part size.
     pub part_size: u64,
     pub cors_origins: Vec<String>,

@@ -457,6 +457,29 @@ def test_expired_session_is_410_and_aborted(tansu, workdir):
         p.stop()
 
 
+def test_open_upload_sessions_are_bounded(tansu, workdir):
+    """UPLOAD_SESSIONS_MAX: one session more is 429 too_many_upload_sessions
+    and opens no multipart upload; a place comes back when a session ends
+    (aborted here). Unbounded, each session held an open staging file and
+    the http_api fuzzer ran the process out of descriptors."""
+    p = Proxy(tansu.address, workdir, capture=False, env={"KAFSCALE_LFS_PROXY_UPLOAD_SESSIONS_MAX": "2"})
+    try:
+        p.wait_ready()
+        url = f"http://127.0.0.1:{p.http_port}/lfs/uploads"
+        init = {"topic": "t", "content_type": "a/b", "size_bytes": 10}
+        first, second = (requests.post(url, json=init, timeout=5) for _ in range(2))
+        assert first.status_code == 200 and second.status_code == 200, (first.text, second.text)
+        assert_error(requests.post(url, json=init, timeout=5), 429, "too_many_upload_sessions")
+        assert requests.delete(f"{url}/{first.json()['upload_id']}", timeout=5).status_code == 204
+        again = requests.post(url, json=init, timeout=5)
+        assert again.status_code == 200, again.text
+        assert_error(requests.post(url, json=init, timeout=5), 429, "too_many_upload_sessions")
+        text = requests.get(f"http://127.0.0.1:{p.http_port}/metrics", timeout=5).text
+        assert metric(text, "kafka_lfs_proxy_http_upload_sessions_open") == 2
+    finally:
+        p.stop()
+
+
 def test_metrics_by_route_and_status(api):
     topic = create_topic(api.bootstrap)
     env = produce(api, topic, b"m" * 1234).json()

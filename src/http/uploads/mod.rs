@@ -148,12 +148,14 @@ pub async fn init(
         created,
         uuid::Uuid::new_v4(),
     );
-    let upload = sidecar
-        .lfs
-        .store
-        .parts(&object_key)
-        .await
-        .map_err(storage_failed)?;
+    sidecar.sessions.reserve(sidecar.config.max_sessions)?;
+    let upload = match sidecar.lfs.store.parts(&object_key).await {
+        Ok(upload) => upload,
+        Err(e) => {
+            sidecar.sessions.release();
+            return Err(storage_failed(e));
+        }
+    };
     let id = uuid::Uuid::new_v4().to_string();
     let ttl = sidecar.config.session_ttl;
     let session = Session {
@@ -342,7 +344,7 @@ pub async fn complete(
             Ok(e) => e,
             Err(error) => {
                 upload.abort().await;
-                count_closed(false);
+                count_closed(&sidecar.sessions, false);
                 drop(s);
                 sidecar.sessions.remove(&id).await;
                 return Err(error);
@@ -350,7 +352,7 @@ pub async fn complete(
         };
         // A failed completion aborts the upload itself.
         if let Err(e) = upload.complete().await {
-            count_closed(false);
+            count_closed(&sidecar.sessions, false);
             drop(s);
             sidecar.sessions.remove(&id).await;
             return Err(storage_failed(e));
@@ -365,7 +367,7 @@ pub async fn complete(
     s.state = SessionState::Closed {
         why: Closed::Finished,
     };
-    count_closed(false);
+    count_closed(&sidecar.sessions, false);
     drop(s);
     sidecar.sessions.remove(&id).await;
     Ok(envelope_response(&envelope, produced))
@@ -391,7 +393,7 @@ pub async fn abort(
         }
         SessionState::Closed { .. } => return Err(not_found()),
     }
-    count_closed(false);
+    count_closed(&sidecar.sessions, false);
     drop(s);
     sidecar.sessions.remove(&id).await;
     Ok(StatusCode::NO_CONTENT.into_response())

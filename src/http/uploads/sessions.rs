@@ -3,6 +3,7 @@
 //! stored object deleted, by whichever request or reaper pass finds it).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,9 @@ const TOMBSTONE_FOR: Duration = Duration::from_secs(3600);
 #[derive(Default)]
 pub struct UploadSessions {
     pub(super) sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+    /// Sessions holding a multipart upload or a stored object (not the
+    /// tombstones of closed ones), bounded by `HttpConfig::max_sessions`.
+    open: AtomicUsize,
 }
 
 pub(super) struct Session {
@@ -81,6 +85,28 @@ pub(super) fn expired() -> ApiError {
 }
 
 impl UploadSessions {
+    /// Takes one of the `max` places for a new session, or refuses with 429.
+    /// The place is given back by [`UploadSessions::release`].
+    pub(super) fn reserve(&self, max: usize) -> Result<(), ApiError> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_upload_sessions",
+                    format!("{max} upload sessions are open; retry when one finishes or expires"),
+                )
+            })
+    }
+
+    /// Gives back a place taken by `reserve` (a session closed, or never opened).
+    pub(super) fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// The caller's session `id`, expiring it first when its time is up.
     pub(super) async fn get(
         &self,
@@ -160,12 +186,12 @@ impl Session {
         ) {
             SessionState::Receiving { upload, .. } => {
                 upload.abort().await;
-                count_closed(true);
+                count_closed(&sidecar.sessions, true);
                 tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired; multipart upload aborted");
             }
             SessionState::Stored { .. } => {
                 delete_orphans(&sidecar.lfs, std::slice::from_ref(&self.key)).await;
-                count_closed(true);
+                count_closed(&sidecar.sessions, true);
                 tracing::info!(upload_id = %self.id, key = %self.key, "upload session expired before its envelope was produced; object deleted");
             }
             closed @ SessionState::Closed { .. } => self.state = closed,
@@ -173,7 +199,8 @@ impl Session {
     }
 }
 
-pub(super) fn count_closed(expired: bool) {
+pub(super) fn count_closed(sessions: &UploadSessions, expired: bool) {
+    sessions.release();
     metrics::gauge!(m::HTTP_UPLOAD_SESSIONS_OPEN).decrement(1.0);
     if expired {
         metrics::counter!(m::HTTP_UPLOAD_SESSIONS_EXPIRED).increment(1);
