@@ -431,13 +431,8 @@ fn accepted(location: &str, id: &str) -> Response {
 /// one (the processor's span), else this hop's.
 fn with_trace(mut response: Response, trace: &TraceContext) -> Response {
     if !response.headers().contains_key(TRACEPARENT) {
-        for (name, value) in trace.headers() {
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_maybe_shared(value),
-            ) {
-                response.headers_mut().insert(n, v);
-            }
+        for (name, value) in &trace.http_headers() {
+            response.headers_mut().insert(name, value.clone());
         }
     }
     response

@@ -166,11 +166,28 @@ impl TraceContext {
         Self::forward(parent, state.as_deref())
     }
 
-    /// As record (or HTTP) headers: `traceparent`, and `tracestate` when there is one.
+    /// As record headers: `traceparent`, and `tracestate` when there is one.
     pub fn headers(&self) -> Vec<(String, Bytes)> {
         let mut out = vec![(TRACEPARENT.to_owned(), Bytes::from(self.parent.to_string()))];
         if let Some(state) = &self.state {
             out.push((TRACESTATE.to_owned(), state.clone()));
+        }
+        out
+    }
+
+    /// As HTTP headers (for a response or a backend call); a value that is
+    /// not a valid header value is left out.
+    pub fn http_headers(&self) -> http::HeaderMap {
+        let mut out = http::HeaderMap::new();
+        if let Ok(parent) = http::HeaderValue::from_str(&self.parent.to_string()) {
+            out.insert(TRACEPARENT, parent);
+        }
+        if let Some(state) = self
+            .state
+            .clone()
+            .and_then(|s| http::HeaderValue::from_maybe_shared(s).ok())
+        {
+            out.insert(TRACESTATE, state);
         }
         out
     }
@@ -253,6 +270,9 @@ mod tests {
             headers[1],
             (TRACESTATE.to_owned(), Bytes::from_static(b"a=1,b=2"))
         );
+        let http = ctx.http_headers();
+        assert_eq!(http[TRACEPARENT].as_bytes(), headers[0].1.as_ref());
+        assert_eq!(http[TRACESTATE], "a=1,b=2");
         h.append(TRACEPARENT, EXAMPLE.parse().unwrap());
         let ctx = TraceContext::from_http(&h);
         assert_ne!(ctx.parent.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");

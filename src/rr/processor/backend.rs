@@ -176,17 +176,8 @@ impl Processor {
         if let Ok(v) = reqwest::header::HeaderValue::from_str(id) {
             headers.insert("x-correlation-id", v);
         }
-        for (name, value) in trace.headers() {
-            if let Ok(v) = reqwest::header::HeaderValue::from_maybe_shared(value) {
-                headers.insert(
-                    if name == TRACEPARENT {
-                        TRACEPARENT
-                    } else {
-                        TRACESTATE
-                    },
-                    v,
-                );
-            }
+        for (name, value) in &trace.http_headers() {
+            headers.insert(name, value.clone());
         }
         if let Some(subject) = record
             .header(wire::IDENTITY)
