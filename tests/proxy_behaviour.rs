@@ -99,7 +99,7 @@ fn one_record_batch(value: &str) -> Bytes {
 fn acks_zero_produce_gets_no_response_and_does_not_stall_the_pipeline() {
     let cluster = cluster_with_topic("acks0");
     let proxy = ProxyProcess::start(&cluster.bootstrap_servers(), None, &[]);
-    let mut client = RawClient::connect(proxy.port + 2); // broker 1, the partition leader
+    let mut client = RawClient::connect(proxy.broker_port(1)); // the partition leader
     for (i, version) in [3i16, 7, 9].into_iter().enumerate() {
         let produce = ProduceRequest::default()
             .with_acks(0)
@@ -407,7 +407,7 @@ fn pipelined_requests_are_answered_in_order_under_back_pressure() {
         None,
         &[("KAFSCALE_LFS_PROXY_MAX_IN_FLIGHT", "2")],
     );
-    let mut client = RawClient::connect(proxy.port + 2);
+    let mut client = RawClient::connect(proxy.broker_port(1));
     cluster
         .broker_round_trip_time(1, Duration::from_millis(50))
         .unwrap();

@@ -107,6 +107,15 @@ impl ProxyProcess {
         format!("localhost:{}", self.port)
     }
 
+    /// The port serving upstream node `node`, once it listens: broker
+    /// listeners are bound when the proxy first learns the node from the
+    /// upstream's metadata, shortly after the bootstrap port opens.
+    pub fn broker_port(&self, node: u16) -> u16 {
+        let port = self.port + 1 + node;
+        wait_for_port(port, Duration::from_secs(10));
+        port
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
