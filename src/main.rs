@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Some(Command::InspectCapture(args)) => inspect_capture(&args.dir, &args.forbid),
         Some(Command::Credentials(args)) => credentials(&args),
         Some(Command::Processor(args)) => processor(*args),
+        Some(Command::Resolve(args)) => block_on("kafka-lfs-proxy resolve", app::resolve(*args)),
         None => {
             if let Err(error) = cli.settings.validate() {
                 eprintln!("kafka-lfs-proxy: {error}");

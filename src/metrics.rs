@@ -29,6 +29,21 @@ pub const LFS_ORPHANS_DROPPED: &str = "kafka_lfs_proxy_lfs_orphans_dropped_total
 /// Leftovers removed later (retry queue or ledger), by outcome.
 pub const LFS_CLEANUPS_TOTAL: &str = "kafka_lfs_proxy_lfs_cleanups_total";
 /// Tokio tasks alive in the proxy, read at each scrape.
+/// Records whose original value a Fetch response carried instead of the envelope.
+pub const REHYDRATED_RECORDS_TOTAL: &str = "kafka_lfs_proxy_rehydrated_records_total";
+pub const REHYDRATED_BYTES_TOTAL: &str = "kafka_lfs_proxy_rehydrated_bytes_total";
+/// Objects that were missing or did not match their envelope, by reason.
+pub const REHYDRATE_INTEGRITY_FAILURES_TOTAL: &str =
+    "kafka_lfs_proxy_rehydrate_integrity_failures_total";
+pub const REHYDRATE_STORAGE_ERRORS_TOTAL: &str = "kafka_lfs_proxy_rehydrate_storage_errors_total";
+/// Partitions answered with an error instead of their records, by code.
+pub const REHYDRATE_PARTITION_ERRORS_TOTAL: &str =
+    "kafka_lfs_proxy_rehydrate_partition_errors_total";
+pub const REHYDRATE_CACHE_HITS_TOTAL: &str = "kafka_lfs_proxy_rehydrate_cache_hits_total";
+pub const REHYDRATE_CACHE_MISSES_TOTAL: &str = "kafka_lfs_proxy_rehydrate_cache_misses_total";
+pub const REHYDRATE_CACHE_BYTES: &str = "kafka_lfs_proxy_rehydrate_cache_bytes";
+/// Bytes of rebuilt Fetch responses held now (the rehydration budget in use).
+pub const REHYDRATE_BYTES_HELD: &str = "kafka_lfs_proxy_rehydrate_bytes_held";
 pub const TASKS_ALIVE: &str = "kafka_lfs_proxy_tasks_alive";
 pub const HTTP_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_http_requests_total";
 pub const HTTP_REQUEST_SECONDS: &str = "kafka_lfs_proxy_http_request_duration_seconds";

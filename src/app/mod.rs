@@ -5,10 +5,12 @@
 mod parts;
 mod processor;
 mod proxy;
+mod resolve;
 
 pub use parts::{lfs, own_cluster, upstream_security};
 pub use processor::{load_processor_config, run_processor};
 pub use proxy::{build_chain, run_proxy};
+pub use resolve::resolve;
 
 use crate::config::{LogFormat, ProcessSettings};
 

@@ -8,7 +8,8 @@ use anyhow::Context;
 
 use super::parts;
 use crate::config::{
-    ClientSaslMode, HttpSettings, RrSettings, Settings, StorageSettings, UpstreamSettings,
+    ClientSaslMode, HttpSettings, RehydrateSettings, RrSettings, Settings, StorageSettings,
+    UpstreamSettings,
 };
 use crate::http::request_reply::Gateway;
 use crate::http::{HttpConfig, Sidecar, SidecarParts};
@@ -18,29 +19,54 @@ use crate::kafka::relay::chain::Chain;
 use crate::kafka::relay::listeners::BrokerListeners;
 use crate::kafka::relay::proxy::{Proxy, RelayConfig};
 use crate::kafka::relay::upstream::UpstreamSecurity;
+use crate::lfs::rehydrate::Rehydrator;
+use crate::lfs::resolve::EnvelopeScope;
 use crate::lfs::Lfs;
 use crate::metrics;
 use crate::rr::listener::ReplyListener;
 use crate::rr::replies::ReplyBook;
 use crate::rr::routes::{HeaderRoute, RouteError, RouteTable};
 use crate::shutdown::ShutdownTrigger;
-use crate::stages::{api_versions, broker_addresses, lfs_offload, sasl_gate};
+use crate::stages::fetch_rehydration::RehydrateFor;
+use crate::stages::{api_versions, broker_addresses, fetch_rehydration, lfs_offload, sasl_gate};
 
 /// The interception chain every Kafka session runs, in order: client SASL,
-/// version negotiation, LFS offload, broker addresses. A new stage is one
-/// more `.with(...)` line here.
+/// version negotiation, LFS offload, Fetch rehydration (for the consumers
+/// `rehydrate_for` names), broker addresses. A new stage is one more
+/// `.with(...)` line here.
 pub fn build_chain(
     client_credentials: Option<Arc<Credentials>>,
     proxy_logs_in: bool,
     lfs: Arc<Lfs>,
+    rehydration: Option<(Arc<Rehydrator>, RehydrateFor)>,
     brokers: Arc<BrokerListeners>,
 ) -> Chain {
     let offer_sasl = client_credentials.is_some();
-    Chain::new()
+    let mut chain = Chain::new()
         .with(sasl_gate::SaslGate::new(client_credentials, proxy_logs_in))
         .with(api_versions::ApiVersions::new(offer_sasl))
-        .with(lfs_offload::LfsOffload::new(lfs))
-        .with(broker_addresses::BrokerAddresses::new(brokers))
+        .with(lfs_offload::LfsOffload::new(lfs));
+    if let Some((rehydrator, rehydrate_for)) = rehydration.filter(|(_, r)| !r.is_empty()) {
+        chain = chain.with(fetch_rehydration::FetchRehydration::new(
+            rehydrator,
+            rehydrate_for,
+        ));
+    }
+    chain.with(broker_addresses::BrokerAddresses::new(brokers))
+}
+
+/// The rehydration every listener shares (cache, budget, topic ids).
+fn rehydrator(lfs: &Lfs, settings: &RehydrateSettings) -> Arc<Rehydrator> {
+    Arc::new(Rehydrator::new(
+        lfs.store.clone(),
+        EnvelopeScope {
+            bucket: lfs.store.bucket().to_owned(),
+            namespace: lfs.namespace.clone(),
+            max_size: lfs.max_blob_size,
+        },
+        settings.rehydrate_cache_bytes,
+        settings.rehydrate_inflight_bytes,
+    ))
 }
 
 /// Runs the proxy until SIGTERM, then drains.
@@ -51,6 +77,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         storage,
         http,
         rr,
+        rehydrate,
         process,
     } = &settings;
     super::init_logging(process);
@@ -108,10 +135,17 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         &listener.advertised_host(),
         listener.broker_port_base(),
     );
+    let rehydrator = rehydrator(&lfs, rehydrate);
+    let by_client = RehydrateFor {
+        everyone: false,
+        client_id_prefixes: rehydrate.client_id_prefixes(),
+        principals: rehydrate.principals(),
+    };
     let chain = build_chain(
-        client_credentials,
+        client_credentials.clone(),
         security.sasl.is_some(),
         Arc::clone(&lfs),
+        Some((Arc::clone(&rehydrator), by_client)),
         Arc::clone(&brokers),
     );
     tracing::debug!(stages = ?chain.names(), "interception chain");
@@ -125,6 +159,43 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         health_interval: process.health_interval(),
         capture_dir: listener.capture_dir.clone(),
     };
+    // The rehydrating listener: the same proxy on a second address, with
+    // broker ports of its own, whose chain rehydrates every consumer.
+    let rehydrating = match (rehydrate.rehydrate_addr, rehydrate.broker_port_base()) {
+        (Some(addr), Some(port_base)) => {
+            let brokers = BrokerListeners::new(addr.ip(), &listener.advertised_host(), port_base);
+            let chain = build_chain(
+                client_credentials,
+                security.sasl.is_some(),
+                Arc::clone(&lfs),
+                Some((
+                    Arc::clone(&rehydrator),
+                    RehydrateFor {
+                        everyone: true,
+                        ..Default::default()
+                    },
+                )),
+                Arc::clone(&brokers),
+            );
+            let config = RelayConfig {
+                addr,
+                capture_dir: None,
+                ..relay.clone()
+            };
+            Some(
+                Proxy::start(
+                    config,
+                    chain,
+                    brokers,
+                    Arc::clone(&security),
+                    client_tls.clone(),
+                    trigger.subscribe(),
+                )
+                .context("rehydrating listener")?,
+            )
+        }
+        _ => None,
+    };
     let proxy = Proxy::start(
         relay,
         chain,
@@ -134,6 +205,16 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         trigger.subscribe(),
     )
     .context("KAFSCALE_LFS_PROXY_CAPTURE_DIR")?;
+    if let Some(rehydrating) = &rehydrating {
+        let addr = rehydrating.bind_bootstrap().await.with_context(|| {
+            format!(
+                "cannot listen on KAFSCALE_LFS_PROXY_REHYDRATE_ADDR={}",
+                rehydrating.config.addr
+            )
+        })?;
+        tracing::info!(kafka = %addr, "rehydrating listener: every consumer gets original values");
+        tokio::spawn(Arc::clone(rehydrating).health_loop());
+    }
 
     let kafka_addr = proxy
         .bind_bootstrap()
@@ -189,7 +270,16 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(?timeout, "shutting down: draining connections");
     let deadline = tokio::time::Instant::now() + timeout;
     trigger.begin();
-    let left = proxy.drain(timeout).await;
+    let left = match &rehydrating {
+        Some(second) => {
+            let (a, b) = tokio::join!(proxy.drain(timeout), second.drain(timeout));
+            if b > 0 {
+                second.cut_sessions(Duration::from_secs(1)).await;
+            }
+            a + b
+        }
+        None => proxy.drain(timeout).await,
+    };
     if left > 0 {
         tracing::warn!(
             sessions = left,

@@ -7,6 +7,7 @@
 mod http;
 mod listener;
 mod process;
+mod rehydrate;
 mod rr;
 mod storage;
 mod tls_files;
@@ -20,6 +21,7 @@ use clap::{Args, Parser, Subcommand};
 pub use http::HttpSettings;
 pub use listener::{ClientSaslMode, ListenerSettings};
 pub use process::{LogFormat, ProcessSettings};
+pub use rehydrate::RehydrateSettings;
 pub use rr::RrSettings;
 pub use storage::StorageSettings;
 pub use tls_files::{ServerTlsFiles, TlsNames};
@@ -57,6 +59,24 @@ pub enum Command {
     /// _BACKEND_TLS_*, _BACKEND_SASL_*) as for the proxy; the bootstrap
     /// servers may come from the processor file instead.
     Processor(Box<ProcessorArgs>),
+    /// Read envelopes, one JSON per line on standard input (e.g. from
+    /// `kcat -C -t TOPIC -f '%s\n'`), and write each verified original to
+    /// standard output or, with --out-dir, to a file per envelope. Storage
+    /// settings as for the proxy. Exit 1 if any line could not be resolved.
+    Resolve(Box<ResolveArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// Write each original to DIR/obj-{id} (the object's name) and print
+    /// `path size sha256` per line, instead of the bytes to standard output.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Accept only envelopes of this topic [default: any topic of the namespace]
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageSettings,
 }
 
 /// The processor's own settings, plus the groups it shares with the proxy
@@ -142,6 +162,8 @@ pub struct Settings {
     #[command(flatten)]
     pub rr: RrSettings,
     #[command(flatten)]
+    pub rehydrate: RehydrateSettings,
+    #[command(flatten)]
     pub process: ProcessSettings,
 }
 
@@ -154,6 +176,7 @@ impl Settings {
         self.http.validate()?;
         self.upstream.validate_security()?;
         self.listener.validate_security()?;
+        self.rehydrate.validate(&self.listener)?;
         if self.http.presign_enabled && self.storage.s3_bucket.is_none() {
             return Err(SettingError {
                 name: "KAFSCALE_LFS_PROXY_PRESIGN_ENABLED",
@@ -238,6 +261,41 @@ mod tests {
         assert!(e.contains("KAFSCALE_LFS_PROXY_S3_BUCKET"), "{e}");
         let e = parse(&["--bootstrap-servers", "b:1", "--checksum-algo", "sha1"]).unwrap_err();
         assert!(e.contains("KAFSCALE_LFS_PROXY_CHECKSUM_ALGO"), "{e}");
+    }
+
+    #[test]
+    fn rehydrating_listener_ports_must_not_meet_the_first() {
+        let base = ["--bootstrap-servers", "b:1", "--addr", "127.0.0.1:9092"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let s = with(&["--rehydrate-addr", "127.0.0.1:19092"]).unwrap();
+        assert_eq!(s.rehydrate.broker_port_base(), Some(19093));
+        assert!(s.rehydrate.enabled());
+        for clash in [
+            &["--rehydrate-addr", "127.0.0.1:9092"][..],
+            &["--rehydrate-addr", "127.0.0.1:9200"],
+            &[
+                "--rehydrate-addr",
+                "127.0.0.1:19092",
+                "--rehydrate-broker-port-base",
+                "9100",
+            ],
+            &["--rehydrate-addr", "127.0.0.1:8900"],
+        ] {
+            let e = with(clash).unwrap_err();
+            assert!(
+                e.contains("KAFSCALE_LFS_PROXY_REHYDRATE_ADDR"),
+                "{clash:?}: {e}"
+            );
+        }
+        let e = with(&["--rehydrate-principals", "alice"]).unwrap_err();
+        assert!(e.contains("KAFSCALE_LFS_PROXY_REHYDRATE_PRINCIPALS"), "{e}");
+        let s = with(&["--rehydrate-client-ids", "legacy-, vendor"]).unwrap();
+        assert_eq!(s.rehydrate.client_id_prefixes(), ["legacy-", "vendor"]);
+        assert!(!with(&[]).unwrap().rehydrate.enabled());
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod cleanup;
 pub mod envelope;
 pub mod multipart;
 pub mod offload;
+pub mod rehydrate;
+pub mod resolve;
 pub mod response;
 pub mod rewrite;
 pub mod store;

@@ -191,30 +191,10 @@ impl RawBatch {
         self.attributes() & 0x20 != 0
     }
 
-    /// Whether the header name appears in the batch's records. Uncompressed
-    /// batches are searched as they are; compressed ones after inflating
-    /// only the records section (much cheaper than decoding every record).
-    /// A false positive (the name inside a value) only costs a decode.
+    /// Whether the header name appears in the batch's records (see
+    /// [`batches::records_mention`]): a false positive only costs a decode.
     fn mentions_lfs(&self) -> bool {
-        use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-        /// Bytes of a v2 batch header before its records.
-        const RECORDS_OFFSET: usize = 61;
-        if self.bytes.len() < RECORDS_OFFSET {
-            return false;
-        }
-        let mut records = self.bytes.slice(RECORDS_OFFSET..);
-        let search = |buf: &mut Bytes| Ok(memchr::memmem::find(buf, LFS_BLOB.as_bytes()).is_some());
-        let found = match self.attributes() & 0x07 {
-            0 => return memchr::memmem::find(&records, LFS_BLOB.as_bytes()).is_some(),
-            1 => Gzip::decompress(&mut records, search),
-            2 => Snappy::decompress(&mut records, search),
-            3 => Lz4::decompress(&mut records, search),
-            4 => Zstd::decompress(&mut records, search),
-            _ => Ok(true),
-        };
-        // A batch that does not inflate is left to the full decoder, which
-        // reports it and forwards the batch unchanged.
-        found.unwrap_or(true)
+        crate::kafka::wire::batches::records_mention(&self.bytes, LFS_BLOB.as_bytes())
     }
 }
 

@@ -116,7 +116,22 @@ struct StoredObjects {
 }
 
 impl Owing for StoredObjects {
-    fn settle(mut self: Box<Self>, response: Frame, api_version: i16) -> Result<Frame, StageError> {
+    fn settle(
+        self: Box<Self>,
+        response: Frame,
+        api_version: i16,
+    ) -> BoxFuture<'static, Result<Frame, StageError>> {
+        let settled = self.merge(response, api_version);
+        Box::pin(async move { settled })
+    }
+
+    fn abandon(self: Box<Self>) {
+        // Dropping does it.
+    }
+}
+
+impl StoredObjects {
+    fn merge(mut self: Box<Self>, response: Frame, api_version: i16) -> Result<Frame, StageError> {
         let owed = self.owed.take().unwrap_or_default();
         match response::merge_response(&response, api_version, &owed) {
             Ok((merged, orphans)) => {
@@ -131,10 +146,6 @@ impl Owing for StoredObjects {
                 ))
             }
         }
-    }
-
-    fn abandon(self: Box<Self>) {
-        // Dropping does it.
     }
 }
 

@@ -10,5 +10,6 @@
 
 pub mod api_versions;
 pub mod broker_addresses;
+pub mod fetch_rehydration;
 pub mod lfs_offload;
 pub mod sasl_gate;

@@ -59,7 +59,7 @@ impl Stage for SaslGate {
 
     fn on_request<'a>(
         &'a self,
-        _conn: &'a ConnectionInfo,
+        conn: &'a ConnectionInfo,
         state: &'a mut StageState,
         request: Request,
     ) -> BoxFuture<'a, Result<RequestAction, StageError>> {
@@ -72,12 +72,17 @@ impl Stage for SaslGate {
             frame,
             api_version: version,
         };
-        let action = match decide(
+        let mut login = login;
+        let decision = decide(
             &request.header,
             &request.frame.body(),
-            login,
+            login.as_deref_mut(),
             self.proxy_logs_in,
-        ) {
+        );
+        if let Some(user) = login.and_then(|l| l.user()) {
+            conn.set_principal(user);
+        }
+        let action = match decision {
             SaslDecision::Forward => RequestAction::Forward(request),
             SaslDecision::Answer(frame) => RequestAction::Answer(answer(frame)),
             SaslDecision::AnswerAndClose(frame) => RequestAction::AnswerAndClose(answer(frame)),

@@ -135,8 +135,14 @@ pub struct Refusal {
 /// What a forwarded request leaves to settle with its response.
 pub trait Owing: Send {
     /// Applies the response: returns what the client gets. Cleans up after
-    /// itself when it fails.
-    fn settle(self: Box<Self>, response: Frame, api_version: i16) -> Result<Frame, StageError>;
+    /// itself when it fails. It may wait (the Fetch rehydration reads the
+    /// objects the response names); later responses wait behind it, since
+    /// responses go to the client in order.
+    fn settle(
+        self: Box<Self>,
+        response: Frame,
+        api_version: i16,
+    ) -> BoxFuture<'static, Result<Frame, StageError>>;
 
     /// No response will come (the connection is gone).
     fn abandon(self: Box<Self>);
@@ -163,6 +169,8 @@ pub struct ConnectionInfo {
     pub id: u64,
     pub peer: SocketAddr,
     client_id: std::sync::Mutex<Option<String>>,
+    /// The user the proxy authenticated (client SASL terminated here).
+    principal: std::sync::OnceLock<String>,
 }
 
 impl ConnectionInfo {
@@ -171,6 +179,7 @@ impl ConnectionInfo {
             id,
             peer,
             client_id: std::sync::Mutex::new(None),
+            principal: std::sync::OnceLock::new(),
         }
     }
 
@@ -181,6 +190,18 @@ impl ConnectionInfo {
             .ok()
             .and_then(|c| c.clone())
             .unwrap_or_else(|| "-".into())
+    }
+
+    /// The SASL user this connection logged in as, when the proxy
+    /// terminates client SASL; `None` otherwise or before the login.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.get().map(String::as_str)
+    }
+
+    /// Records the login. A connection logs in once: a re-authentication
+    /// must keep the user (the SASL stage refuses another).
+    pub(crate) fn set_principal(&self, user: &str) {
+        let _ = self.principal.set(user.to_owned());
     }
 
     pub(crate) fn set_client_id(&self, client_id: Option<&str>) {

@@ -23,6 +23,33 @@ pub fn split_whole(records: &Bytes) -> (Vec<Bytes>, Bytes) {
     (out, rest)
 }
 
+/// Bytes of a v2 batch header before its records.
+pub const RECORDS_OFFSET: usize = 61;
+
+/// Whether `needle` appears in a v2 batch's records. Uncompressed batches
+/// are searched as they are; compressed ones after inflating only the
+/// records section (much cheaper than decoding every record). A batch that
+/// does not inflate, or names an unknown codec, counts as a mention: the
+/// full decoder then judges it.
+pub fn records_mention(batch: &Bytes, needle: &[u8]) -> bool {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    if batch.len() < RECORDS_OFFSET {
+        return false;
+    }
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+    let mut records = batch.slice(RECORDS_OFFSET..);
+    let search = |buf: &mut Bytes| Ok(memchr::memmem::find(buf, needle).is_some());
+    let found = match attributes & 0x07 {
+        0 => return memchr::memmem::find(&records, needle).is_some(),
+        1 => Gzip::decompress(&mut records, search),
+        2 => Snappy::decompress(&mut records, search),
+        3 => Lz4::decompress(&mut records, search),
+        4 => Zstd::decompress(&mut records, search),
+        _ => Ok(true),
+    };
+    found.unwrap_or(true)
+}
+
 /// One v2 batch holding `records` (offsets as the records carry them),
 /// compressed with `compression`.
 pub fn encode_v2(records: &[Record], compression: Compression) -> Result<Bytes, anyhow::Error> {

@@ -22,6 +22,8 @@ pub const KAFKA_STORAGE_ERROR: i16 = E::KafkaStorageError.code();
 pub const SASL_AUTHENTICATION_FAILED: i16 = E::SaslAuthenticationFailed.code();
 pub const MEMBER_ID_REQUIRED: i16 = E::MemberIdRequired.code();
 pub const INVALID_RECORD: i16 = E::InvalidRecord.code();
+pub const CORRUPT_MESSAGE: i16 = E::CorruptMessage.code();
+pub const UNKNOWN_TOPIC_ID: i16 = E::UnknownTopicId.code();
 
 #[cfg(test)]
 mod tests {

@@ -56,15 +56,37 @@ impl FrameError {
 }
 
 /// One whole frame, length prefix included.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Frame {
     bytes: Bytes,
+    /// Held as long as the frame lives: a reservation of a byte budget for
+    /// a frame the proxy built (a rehydrated Fetch response), released
+    /// once the frame has been written and dropped.
+    reservation: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("len", &self.bytes.len())
+            .field("reserved", &self.reservation.is_some())
+            .finish()
+    }
 }
 
 impl Frame {
     /// Wraps bytes that already start with a correct length prefix.
     pub fn from_wire(bytes: Bytes) -> Self {
-        Frame { bytes }
+        Frame {
+            bytes,
+            reservation: None,
+        }
+    }
+
+    /// Keeps `reservation` alive as long as this frame (or a clone).
+    pub fn holding(mut self, reservation: impl std::any::Any + Send + Sync) -> Self {
+        self.reservation = Some(std::sync::Arc::new(reservation));
+        self
     }
 
     /// Builds a frame from a body, adding the length prefix.
@@ -72,9 +94,7 @@ impl Frame {
         let mut buf = BytesMut::with_capacity(LENGTH_PREFIX + body.len());
         buf.extend_from_slice(&(body.len() as i32).to_be_bytes());
         buf.extend_from_slice(body);
-        Frame {
-            bytes: buf.freeze(),
-        }
+        Frame::from_wire(buf.freeze())
     }
 
     /// The frame as it travels on the wire.
@@ -253,9 +273,7 @@ pub async fn read_body<R: AsyncRead + Unpin>(
             return Err(FrameError::UnexpectedEof);
         }
     }
-    Ok(Frame {
-        bytes: buf.freeze(),
-    })
+    Ok(Frame::from_wire(buf.freeze()))
 }
 
 async fn read_exact_or_eof<R: AsyncRead + Unpin>(

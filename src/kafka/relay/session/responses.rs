@@ -123,7 +123,7 @@ pub(super) async fn forward_responses(
                         return Err(e);
                     }
                 };
-                let frame = settle(owing, frame, api_version)?;
+                let frame = settle(owing, frame, api_version).await?;
                 let frame = through_chain(proxy, conn, api_key, api_version, frame).await?;
                 (frame, api_key, api_version)
             }
@@ -149,14 +149,14 @@ pub(super) async fn forward_responses(
 
 /// Lets each `Owing` of the request apply the response, in order; when one
 /// fails, the rest are abandoned.
-fn settle(
+async fn settle(
     owing: Vec<Box<dyn Owing>>,
     mut frame: Frame,
     api_version: i16,
 ) -> Result<Frame, SessionError> {
     let mut owing = owing.into_iter();
     while let Some(next) = owing.next() {
-        frame = match next.settle(frame, api_version) {
+        frame = match next.settle(frame, api_version).await {
             Ok(frame) => frame,
             Err(error) => {
                 owing.for_each(|o| o.abandon());
