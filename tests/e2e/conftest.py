@@ -117,9 +117,16 @@ class Proxy:
     """The proxy binary; broker node N is served at port + 1 + N."""
 
     def __init__(self, upstream: str, workdir: Path, capture: bool = True, env: dict | None = None,
-                 max_node_id: int = 120):
+                 max_node_id: int = 120, rehydrating_listener: bool = False):
         self.port = free_port("127.0.0.1", max_node_id + 2)
         self.http_port = free_port()
+        # The rehydrating listener's ports must stay clear of the first
+        # listener's broker range (node ids up to 255, as the proxy checks).
+        self.rehydrate_port = None
+        while rehydrating_listener and self.rehydrate_port is None:
+            candidate = free_port("127.0.0.1", max_node_id + 2)
+            if abs(candidate - self.port) > 300:
+                self.rehydrate_port = candidate
         self.capture_dir = workdir / f"capture-{self.port}" if capture else None
         self.log_path = workdir / f"proxy-{self.port}.log"
         full_env = dict(os.environ)
@@ -135,10 +142,15 @@ class Proxy:
         self.storage_dir = workdir / f"lfs-{self.port}"
         if self.capture_dir:
             full_env["KAFSCALE_LFS_PROXY_CAPTURE_DIR"] = str(self.capture_dir)
+        if self.rehydrate_port:
+            full_env["KAFSCALE_LFS_PROXY_REHYDRATE_ADDR"] = f"127.0.0.1:{self.rehydrate_port}"
+            self.rehydrating_bootstrap = f"127.0.0.1:{self.rehydrate_port}"
         full_env.update(env or {})
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([str(PROXY_BIN)], env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_port("127.0.0.1", self.port)
+        if self.rehydrate_port:
+            wait_port("127.0.0.1", self.rehydrate_port)
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     def http(self, path: str) -> tuple[int, str]:
