@@ -51,6 +51,7 @@ def secure_proxy(tansu, workdir, pki):
         "KAFSCALE_LFS_PROXY_TLS_KEY_FILE": str(pki["key"]),
         "KAFSCALE_LFS_PROXY_CLIENT_SASL_MODE": "terminate",
         "KAFSCALE_LFS_PROXY_CLIENT_SASL_CREDENTIALS_FILE": str(pki["credentials"]),
+        "KAFSCALE_LFS_PROXY_REHYDRATE_PRINCIPALS": "bob",
     })
     p.wait_ready()
     yield p
@@ -270,3 +271,39 @@ def test_credentials_file_problems_stop_start_up(workdir, tansu):
                    KAFSCALE_LFS_PROXY_CLIENT_SASL_CREDENTIALS_FILE=str(path))
         done = subprocess.run([str(PROXY_BIN)], env=env, capture_output=True, text=True, timeout=30)
         assert done.returncode != 0 and expect in done.stderr, done.stderr
+
+
+def test_rehydration_by_sasl_user(secure_proxy, pki):
+    """REHYDRATE_PRINCIPALS=bob: bob reads the original LFS value, alice the
+    envelope, on the same topic and listener."""
+    import hashlib
+    import json
+    import os
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = "sasl-rh-" + uuid.uuid4().hex[:8]
+    conf = confluent_config(secure_proxy, pki, "SCRAM-SHA-256")
+    admin = AdminClient(conf)
+    for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        f.result(15)
+    value = os.urandom(300 * 1024)
+    p = Producer({**conf, "message.max.bytes": 2 * 1024 * 1024})
+    p.produce(topic, key=b"k", value=value, headers=[("LFS_BLOB", b"")])
+    assert p.flush(30) == 0
+
+    def read(user, password):
+        c = Consumer({**conf, "sasl.username": user, "sasl.password": password, "group.id": "rh-" + user,
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        try:
+            for _ in range(60):
+                m = c.poll(0.5)
+                if m is not None and m.error() is None:
+                    return m.value()
+        finally:
+            c.close()
+
+    assert hashlib.sha256(read("bob", "bob-pw")).digest() == hashlib.sha256(value).digest()
+    assert json.loads(read(USER, PASSWORD))["kfs_lfs"] == 1

@@ -35,17 +35,19 @@
 
 pub mod batch;
 pub mod cache;
+mod limits;
 pub mod topic_ids;
 
-use std::collections::HashMap;
+pub use limits::FetchLimits;
+use limits::{topic_ref, TopicRef};
+
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseHeader};
+use kafka_protocol::messages::{FetchResponse, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, HeaderVersion};
 use kafka_protocol::records::{RecordBatchDecoder, RecordSet};
-use uuid::Uuid;
 
 use self::cache::VerifiedObjects;
 use self::topic_ids::TopicIds;
@@ -75,61 +77,6 @@ pub enum RehydrateError {
     Decode { version: i16, source: anyhow::Error },
     #[error("cannot encode Fetch v{version} response: {source}")]
     Encode { version: i16, source: anyhow::Error },
-}
-
-/// How a Fetch request names a topic: by name before v13, by id after.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum TopicRef {
-    Name(String),
-    Id(Uuid),
-}
-
-/// What the consumer asked for, from its Fetch request.
-#[derive(Debug, Clone)]
-pub struct FetchLimits {
-    max_bytes: usize,
-    partitions: HashMap<(TopicRef, i32), usize>,
-}
-
-impl FetchLimits {
-    /// Reads the limits of a Fetch request body (after its header).
-    pub fn from_request(mut body: Bytes, version: i16) -> Result<Self, anyhow::Error> {
-        let request = FetchRequest::decode(&mut body, version)?;
-        let mut partitions = HashMap::new();
-        for topic in &request.topics {
-            let topic_ref = topic_ref(version, &topic.topic.0, topic.topic_id);
-            for p in &topic.partitions {
-                partitions.insert(
-                    (topic_ref.clone(), p.partition),
-                    p.partition_max_bytes.max(0) as usize,
-                );
-            }
-        }
-        Ok(FetchLimits {
-            // v0–v2 have no response limit.
-            max_bytes: if version >= 3 {
-                request.max_bytes.max(0) as usize
-            } else {
-                usize::MAX
-            },
-            partitions,
-        })
-    }
-
-    fn partition(&self, topic: &TopicRef, partition: i32) -> usize {
-        self.partitions
-            .get(&(topic.clone(), partition))
-            .copied()
-            .unwrap_or(usize::MAX)
-    }
-}
-
-fn topic_ref(version: i16, name: &str, id: Uuid) -> TopicRef {
-    if version >= 13 {
-        TopicRef::Id(id)
-    } else {
-        TopicRef::Name(name.to_owned())
-    }
 }
 
 /// Who the response goes to, for logs.
