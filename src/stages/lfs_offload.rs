@@ -121,7 +121,7 @@ impl Owing for StoredObjects {
         response: Frame,
         api_version: i16,
     ) -> BoxFuture<'static, Result<Frame, StageError>> {
-        let settled = self.merge(response, api_version);
+        let settled = (*self).merge(response, api_version);
         Box::pin(async move { settled })
     }
 
@@ -131,7 +131,7 @@ impl Owing for StoredObjects {
 }
 
 impl StoredObjects {
-    fn merge(mut self: Box<Self>, response: Frame, api_version: i16) -> Result<Frame, StageError> {
+    fn merge(mut self, response: Frame, api_version: i16) -> Result<Frame, StageError> {
         let owed = self.owed.take().unwrap_or_default();
         match response::merge_response(&response, api_version, &owed) {
             Ok((merged, orphans)) => {

@@ -48,6 +48,19 @@ impl FetchLimits {
         })
     }
 
+    /// No limits (a request that could not be read).
+    pub fn unlimited() -> Self {
+        FetchLimits {
+            max_bytes: usize::MAX,
+            partitions: HashMap::new(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_partition(&mut self, topic: TopicRef, partition: i32, bytes: usize) {
+        self.partitions.insert((topic, partition), bytes);
+    }
+
     pub(super) fn partition(&self, topic: &TopicRef, partition: i32) -> usize {
         self.partitions
             .get(&(topic.clone(), partition))

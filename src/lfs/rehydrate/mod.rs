@@ -490,3 +490,7 @@ impl Drop for Reservation {
         metrics::gauge!(m::REHYDRATE_BYTES_HELD).set(held.saturating_sub(mine) as f64);
     }
 }
+
+#[cfg(test)]
+#[path = "rehydrate_tests.rs"]
+mod tests;
