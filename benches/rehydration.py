@@ -97,6 +97,9 @@ def main(count: int, size_kib: int, use_s3: bool) -> None:
         direct, _ = consume(tansu.address, "plain", count, "direct")
         cold, _ = consume(proxy.bootstrap, "lfs", count, "bench-rh-cold", digests)
         warm, _ = consume(proxy.bootstrap, "lfs", count, "bench-rh-warm", digests)
+        warm2, _ = consume(proxy.bootstrap, "lfs", count, "bench-rh-warm", digests)
+        direct2, _ = consume(tansu.address, "plain", count, "direct")
+        print(f"second passes: warm {warm2:.1f} MB/s, direct {direct2:.1f} MB/s", file=sys.stderr)
         envelopes, t_env = consume(proxy.bootstrap, "lfs", count, "not-opted-in")
         result = {
             "store": "s3 (SeaweedFS)" if s3 else "local",

@@ -33,11 +33,15 @@ def main() -> None:
         else:
             if api == "Fetch":
                 put("fetch_relay", version.to_bytes(2, "big") + body)
+                put("fetch_rehydrate", version.to_bytes(2, "big") + body)
             if api in APIS:
                 put("broker_responses", bytes([APIS.index(api)]) + version.to_bytes(2, "big") + body)
     # Built Produce requests, one per codec (the target builds them itself).
     for codec in range(5):
         put("produce_rewrite", bytes([0x80, codec, 5]) + bytes(range(96)))
+    # Built Fetch responses, one per codec, envelopes and ordinary values.
+    for codec in range(5):
+        put("fetch_rehydrate", bytes([0x80, codec, 3]) + bytes([0x80, 0x01, 0x81, 0x82, 0x83, 0x10] * 4) + bytes(24))
     put("sasl_server", b"\x00\x00alice\x00s3cret")
     put("sasl_server", b"\x01n,,n=alice,r=abcdef\xffc=biws,r=abcdef,p=AAAA")
     put("http_api", b"\x00\xff\xffapplication/json\xff" + b'{"topic":"t","content_type":"x","size_bytes":10}')

@@ -294,7 +294,7 @@ def test_resolve_command_writes_verified_originals(rproxy, workdir):
 def test_three_consumers_of_a_50_mib_value_read_storage_once(s3_rproxy, s3):
     topic = create_topic(s3_rproxy.bootstrap)
     big = os.urandom(50 * MiB)
-    produce(s3_rproxy.bootstrap, topic, [(0, b"big", big, [], True), (0, b"small", b"after", [], False)])
+    produce(s3_rproxy.bootstrap, topic, [(0, b"big", big, [], True), (0, b"small", b"after", [], False)], "zstd")
     before = metric(s3_rproxy.http("/metrics")[1], "kafka_lfs_proxy_rehydrate_cache_misses_total")
     results = [None] * 3
 

@@ -40,9 +40,14 @@ pub fn rebuild(original: &[u8], set: &RecordSet) -> Result<Bytes, anyhow::Error>
     let i64_at = |b: &[u8], i: usize| i64::from_be_bytes(b[i..i + 8].try_into().unwrap());
     let i32_at = |b: &[u8], i: usize| i32::from_be_bytes(b[i..i + 4].try_into().unwrap());
     // The batch's last offset, as the broker wrote it.
-    let last = i64_at(original, at::BASE_OFFSET) + i32_at(original, at::LAST_OFFSET_DELTA) as i64;
+    let last = i64_at(original, at::BASE_OFFSET)
+        .checked_add(i32_at(original, at::LAST_OFFSET_DELTA) as i64)
+        .ok_or_else(|| anyhow::anyhow!("batch's last offset overflows"))?;
     let base = i64_at(&out, at::BASE_OFFSET);
-    let delta = i32::try_from(last - base)?;
+    let delta = last
+        .checked_sub(base)
+        .and_then(|d| i32::try_from(d).ok())
+        .ok_or_else(|| anyhow::anyhow!("batch's last offset delta does not fit"))?;
     out[at::LAST_OFFSET_DELTA..at::LAST_OFFSET_DELTA + 4].copy_from_slice(&delta.to_be_bytes());
     out[at::MAX_TIMESTAMP..at::MAX_TIMESTAMP + 8]
         .copy_from_slice(&original[at::MAX_TIMESTAMP..at::MAX_TIMESTAMP + 8]);
