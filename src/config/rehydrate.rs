@@ -49,8 +49,9 @@ pub struct RehydrateSettings {
     #[arg(long, env = "KAFSCALE_LFS_PROXY_REHYDRATE_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub rehydrate_cache_bytes: usize,
 
-    /// Bytes of original values held at once in Fetch responses being built
-    /// or written, across all connections; responses wait for room.
+    /// Memory for Fetch responses being built or written, across all
+    /// connections, counted as three times their original values (read,
+    /// rebuilt, encoded); responses wait for room.
     #[arg(long, env = "KAFSCALE_LFS_PROXY_REHYDRATE_INFLIGHT_BYTES", default_value_t = 512 * 1024 * 1024, value_parser = parse_positive::<usize>)]
     pub rehydrate_inflight_bytes: usize,
 }

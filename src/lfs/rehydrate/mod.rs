@@ -26,9 +26,10 @@
 //!   batch that would take the partition past `partition_max_bytes` or the
 //!   response past `max_bytes` is left for the next fetch (those batches
 //!   are not even read from storage).
-//! * **Bounded memory.** The bytes of the values a response carries are
-//!   reserved from a budget shared by every connection before any object
-//!   is read, and stay reserved until the response has been written: a
+//! * **Bounded memory.** Three times the bytes of the values a response
+//!   carries (read, rebuilt, encoded) are reserved from a budget shared by
+//!   every connection before any object is read, and stay reserved until
+//!   the response has been written: a
 //!   response waits for room instead of growing memory. One response
 //!   larger than the whole budget waits for all of it. Objects recently
 //!   served are shared between responses through [`VerifiedObjects`].
@@ -57,6 +58,9 @@ use crate::kafka::wire::batches;
 use crate::kafka::wire::codes::{CORRUPT_MESSAGE, KAFKA_STORAGE_ERROR, UNKNOWN_TOPIC_ID};
 use crate::kafka::wire::frame::{self, Frame};
 use crate::metrics as m;
+
+/// How many times a value's bytes are held while its response is built.
+const COPIES_HELD: usize = 3;
 
 /// Objects of one batch read from storage at once.
 const PARALLEL_READS: usize = 8;
@@ -168,7 +172,10 @@ impl Rehydrator {
                 }
             })
             .sum();
-        let reservation = self.reserve(needed).await;
+        // Each value is held three times at the peak: as read and verified
+        // (or in the cache), in its rebuilt batch, and in the encoded
+        // response; the first two go once the response is encoded.
+        let reservation = self.reserve(needed.saturating_mul(COPIES_HELD)).await;
         for plan in plans {
             let records = self
                 .apply(plan.batches, plan.rest, &plan.topic_name, consumer)

@@ -248,7 +248,7 @@ async fn topic_ids_not_yet_learnt_ask_the_client_to_refresh() {
 
 #[tokio::test]
 async fn the_budget_is_held_until_the_response_is_dropped() {
-    let f = fixture(4096);
+    let f = fixture(16384);
     let value = envelope(&f, 9, &[5u8; 3000]).await;
     let frame = response(12, vec![(0, vec![batch(0, value)])], Uuid::nil());
     let out = f
@@ -256,7 +256,8 @@ async fn the_budget_is_held_until_the_response_is_dropped() {
         .rehydrate(frame.clone(), 12, &unlimited(), &CONSUMER)
         .await
         .unwrap();
-    assert_eq!(f.rehydrator.budget.available_permits(), 4096 - 3000);
+    // Three copies of the value: as read, rebuilt, encoded.
+    assert_eq!(f.rehydrator.budget.available_permits(), 16384 - 9000);
     // A second response must wait for room.
     let limits = unlimited();
     let waiting = f
@@ -265,7 +266,7 @@ async fn the_budget_is_held_until_the_response_is_dropped() {
     let timed = tokio::time::timeout(std::time::Duration::from_millis(100), waiting).await;
     assert!(timed.is_err(), "no room until the first response is gone");
     drop(out);
-    assert_eq!(f.rehydrator.budget.available_permits(), 4096);
+    assert_eq!(f.rehydrator.budget.available_permits(), 16384);
     let again = f
         .rehydrator
         .rehydrate(frame, 12, &unlimited(), &CONSUMER)
