@@ -20,7 +20,6 @@ use crate::kafka::relay::listeners::BrokerListeners;
 use crate::kafka::relay::proxy::{Proxy, RelayConfig};
 use crate::kafka::relay::upstream::UpstreamSecurity;
 use crate::lfs::rehydrate::Rehydrator;
-use crate::lfs::resolve::EnvelopeScope;
 use crate::lfs::Lfs;
 use crate::metrics;
 use crate::rr::listener::ReplyListener;
@@ -59,11 +58,7 @@ pub fn build_chain(
 fn rehydrator(lfs: &Lfs, settings: &RehydrateSettings) -> Arc<Rehydrator> {
     Arc::new(Rehydrator::new(
         lfs.store.clone(),
-        EnvelopeScope {
-            bucket: lfs.store.bucket().to_owned(),
-            namespace: lfs.namespace.clone(),
-            max_size: lfs.max_blob_size,
-        },
+        lfs.envelope_scope(),
         settings.rehydrate_cache_bytes,
         settings.rehydrate_inflight_bytes,
     ))

@@ -6,18 +6,14 @@ use std::io::{BufRead, Write};
 use anyhow::Context;
 
 use crate::config::ResolveArgs;
-use crate::lfs::resolve::{read_verified, EnvelopeScope};
+use crate::lfs::resolve::read_verified;
 
 /// Reads envelopes from standard input, one per line; fails (after trying
 /// every line) when any could not be resolved.
 pub async fn resolve(args: ResolveArgs) -> anyhow::Result<()> {
     args.storage.validate().context("storage settings")?;
     let lfs = super::lfs(&args.storage)?;
-    let scope = EnvelopeScope {
-        bucket: lfs.store.bucket().to_owned(),
-        namespace: lfs.namespace.clone(),
-        max_size: lfs.max_blob_size,
-    };
+    let scope = lfs.envelope_scope();
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("--out-dir {}", dir.display()))?;
     }

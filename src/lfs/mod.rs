@@ -50,3 +50,15 @@ pub struct Lfs {
     pub default_alg: ChecksumAlg,
     pub topics: TopicFilter,
 }
+
+impl Lfs {
+    /// The envelopes this proxy resolves: its bucket and namespace, values
+    /// up to `max_blob_size`.
+    pub fn envelope_scope(&self) -> resolve::EnvelopeScope {
+        resolve::EnvelopeScope {
+            bucket: self.store.bucket().to_owned(),
+            namespace: self.namespace.clone(),
+            max_size: self.max_blob_size,
+        }
+    }
+}

@@ -33,6 +33,7 @@ use super::checksum::ChecksumAlg;
 use super::envelope::{self, RecordIdentity, DEFAULT_CONTENT_TYPE};
 use super::offload::{delete_orphans, Offload, OffloadError, StoredKeys};
 use super::Lfs;
+use crate::kafka::wire::batches;
 use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
 
 /// The record header that asks for offload.
@@ -176,25 +177,10 @@ struct RawBatch {
 }
 
 impl RawBatch {
-    fn magic(&self) -> i8 {
-        self.bytes.get(16).map(|m| *m as i8).unwrap_or(-1)
-    }
-
-    fn attributes(&self) -> i16 {
-        match self.bytes.get(21..23) {
-            Some(a) => i16::from_be_bytes([a[0], a[1]]),
-            None => 0,
-        }
-    }
-
-    fn is_control(&self) -> bool {
-        self.attributes() & 0x20 != 0
-    }
-
     /// Whether the header name appears in the batch's records (see
     /// [`batches::records_mention`]): a false positive only costs a decode.
     fn mentions_lfs(&self) -> bool {
-        crate::kafka::wire::batches::records_mention(&self.bytes, LFS_BLOB.as_bytes())
+        batches::records_mention(&self.bytes, LFS_BLOB.as_bytes())
     }
 }
 
@@ -225,7 +211,9 @@ async fn rewrite_partition(
     for batch in split_batches(records) {
         let start = offset;
         offset += batch.bytes.len();
-        let candidate = batch.magic() == 2 && !batch.is_control() && batch.mentions_lfs();
+        let candidate = batches::magic(&batch.bytes) == 2
+            && !batches::is_control(&batch.bytes)
+            && batch.mentions_lfs();
         if !candidate {
             if let Some(out) = out.as_mut() {
                 out.extend_from_slice(&batch.bytes);

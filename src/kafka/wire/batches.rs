@@ -26,6 +26,25 @@ pub fn split_whole(records: &Bytes) -> (Vec<Bytes>, Bytes) {
 /// Bytes of a v2 batch header before its records.
 pub const RECORDS_OFFSET: usize = 61;
 
+/// A batch's magic byte (its record format: 2 for v2); -1 when too short.
+pub fn magic(batch: &[u8]) -> i8 {
+    batch.get(16).map(|m| *m as i8).unwrap_or(-1)
+}
+
+/// A v2 batch's attributes (codec in the low three bits, then timestamp
+/// type, transactional, control); 0 when too short.
+pub fn attributes(batch: &[u8]) -> i16 {
+    match batch.get(21..23) {
+        Some(a) => i16::from_be_bytes([a[0], a[1]]),
+        None => 0,
+    }
+}
+
+/// Whether a v2 batch holds transaction markers instead of records.
+pub fn is_control(batch: &[u8]) -> bool {
+    attributes(batch) & 0x20 != 0
+}
+
 /// Whether `needle` appears in a v2 batch's records. Uncompressed batches
 /// are searched as they are; compressed ones after inflating only the
 /// records section (much cheaper than decoding every record). A batch that
@@ -36,10 +55,9 @@ pub fn records_mention(batch: &Bytes, needle: &[u8]) -> bool {
     if batch.len() < RECORDS_OFFSET {
         return false;
     }
-    let attributes = i16::from_be_bytes([batch[21], batch[22]]);
     let mut records = batch.slice(RECORDS_OFFSET..);
     let search = |buf: &mut Bytes| Ok(memchr::memmem::find(buf, needle).is_some());
-    let found = match attributes & 0x07 {
+    let found = match attributes(batch) & 0x07 {
         0 => return memchr::memmem::find(&records, needle).is_some(),
         1 => Gzip::decompress(&mut records, search),
         2 => Snappy::decompress(&mut records, search),

@@ -274,9 +274,10 @@ impl Rehydrator {
 
     /// A batch to rebuild when some record's value is an envelope.
     fn plan_batch(&self, batch: Bytes, topic: &str) -> Planned {
-        let magic = batch.get(16).copied().unwrap_or(0);
-        let control = batch.get(22).is_some_and(|a| a & 0x20 != 0);
-        if magic != 2 || control || !batches::records_mention(&batch, b"kfs_lfs") {
+        if batches::magic(&batch) != 2
+            || batches::is_control(&batch)
+            || !batches::records_mention(&batch, b"kfs_lfs")
+        {
             return Planned::Keep(batch);
         }
         let set = match RecordBatchDecoder::decode(&mut batch.clone()) {
