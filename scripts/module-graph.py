@@ -23,14 +23,15 @@ FORBIDDEN_TARGETS = {
     "kafka.auth": {"kafka.relay", "kafka.client"},
     "kafka.relay": {"kafka.client"},
 }
-FEATURES = {"app", "config", "http", "rr", "lfs", "stages"}
+FEATURES = {"app", "config", "http", "rr", "lfs", "stages", "policy"}
 ALLOWED_FEATURE_IMPORTS = {
     "app": FEATURES - {"app"},
     "config": {"lfs"},
-    "http": {"lfs", "rr"},
+    "http": {"lfs", "rr", "policy"},
     "rr": set(),
     "lfs": set(),
-    "stages": {"lfs"},
+    "stages": {"lfs", "policy"},
+    "policy": set(),
 }
 
 

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod lfs;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod rr;
 pub mod shutdown;
 pub mod stages;

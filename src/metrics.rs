@@ -44,6 +44,15 @@ pub const REHYDRATE_CACHE_MISSES_TOTAL: &str = "kafka_lfs_proxy_rehydrate_cache_
 pub const REHYDRATE_CACHE_BYTES: &str = "kafka_lfs_proxy_rehydrate_cache_bytes";
 /// Bytes of rebuilt Fetch responses held now (the rehydration budget in use).
 pub const REHYDRATE_BYTES_HELD: &str = "kafka_lfs_proxy_rehydrate_bytes_held";
+/// Records judged by a topic policy, by policy and path (kafka, http).
+pub const POLICY_RECORDS_CHECKED_TOTAL: &str = "kafka_lfs_proxy_policy_records_checked_total";
+/// Records refused by a policy, by policy, rule and path.
+pub const POLICY_RECORDS_REJECTED_TOTAL: &str = "kafka_lfs_proxy_policy_records_rejected_total";
+/// Records a policy sent to its dead-letter topic, by policy and rule.
+pub const POLICY_RECORDS_DEAD_LETTERED_TOTAL: &str =
+    "kafka_lfs_proxy_policy_records_dead_lettered_total";
+/// Policy file reloads, by outcome (applied, failed).
+pub const POLICY_RELOADS_TOTAL: &str = "kafka_lfs_proxy_policy_reloads_total";
 pub const TASKS_ALIVE: &str = "kafka_lfs_proxy_tasks_alive";
 pub const HTTP_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_http_requests_total";
 pub const HTTP_REQUEST_SECONDS: &str = "kafka_lfs_proxy_http_request_duration_seconds";
@@ -190,6 +199,19 @@ fn describe() {
         "Requests dropped unsent because their deadline had passed"
     );
     metrics::describe_counter!(PROCESSOR_REBALANCES_TOTAL, "Consumer-group joins, by group");
+    metrics::describe_counter!(
+        POLICY_RECORDS_CHECKED_TOTAL,
+        "Records judged by a topic policy, by policy and path (kafka, http)"
+    );
+    metrics::describe_counter!(
+        POLICY_RECORDS_REJECTED_TOTAL,
+        "Records refused by a topic policy, by policy, rule and path"
+    );
+    metrics::describe_counter!(
+        POLICY_RECORDS_DEAD_LETTERED_TOTAL,
+        "Records a topic policy sent to its dead-letter topic, by policy and rule"
+    );
+    metrics::describe_counter!(POLICY_RELOADS_TOTAL, "Policy file reloads, by outcome");
     metrics::describe_gauge!(
         UPSTREAM_UP,
         "1 while the last upstream health check succeeded"

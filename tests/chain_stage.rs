@@ -107,7 +107,7 @@ async fn a_stage_added_with_one_line_sees_every_produced_record() {
         settings.listener.broker_port_base(),
     );
     let counted = Arc::new(AtomicUsize::new(0));
-    let chain = app::build_chain(None, false, lfs, None, Arc::clone(&brokers))
+    let chain = app::build_chain(None, false, None, lfs, None, Arc::clone(&brokers))
         .with(RecordCounter(Arc::clone(&counted)));
     assert_eq!(
         chain.names(),

@@ -22,20 +22,25 @@ use crate::kafka::relay::upstream::UpstreamSecurity;
 use crate::lfs::rehydrate::Rehydrator;
 use crate::lfs::Lfs;
 use crate::metrics;
+use crate::policy::PolicyBook;
 use crate::rr::listener::ReplyListener;
 use crate::rr::replies::ReplyBook;
 use crate::rr::routes::{HeaderRoute, RouteError, RouteTable};
 use crate::shutdown::ShutdownTrigger;
 use crate::stages::fetch_rehydration::RehydrateFor;
-use crate::stages::{api_versions, broker_addresses, fetch_rehydration, lfs_offload, sasl_gate};
+use crate::stages::{
+    api_versions, broker_addresses, fetch_rehydration, lfs_offload, record_policy, sasl_gate,
+};
 
 /// The interception chain every Kafka session runs, in order: client SASL,
-/// version negotiation, LFS offload, Fetch rehydration (for the consumers
-/// `rehydrate_for` names), broker addresses. A new stage is one more
-/// `.with(...)` line here.
+/// version negotiation, record policies (when a policy file is set: they
+/// judge what producers sent, before the offload), LFS offload, Fetch
+/// rehydration (for the consumers `rehydrate_for` names), broker
+/// addresses. A new stage is one more `.with(...)` line here.
 pub fn build_chain(
     client_credentials: Option<Arc<Credentials>>,
     proxy_logs_in: bool,
+    policy: Option<record_policy::RecordPolicy>,
     lfs: Arc<Lfs>,
     rehydration: Option<(Arc<Rehydrator>, RehydrateFor)>,
     brokers: Arc<BrokerListeners>,
@@ -43,8 +48,11 @@ pub fn build_chain(
     let offer_sasl = client_credentials.is_some();
     let mut chain = Chain::new()
         .with(sasl_gate::SaslGate::new(client_credentials, proxy_logs_in))
-        .with(api_versions::ApiVersions::new(offer_sasl))
-        .with(lfs_offload::LfsOffload::new(lfs));
+        .with(api_versions::ApiVersions::new(offer_sasl));
+    if let Some(policy) = policy {
+        chain = chain.with(policy);
+    }
+    chain = chain.with(lfs_offload::LfsOffload::new(lfs));
     if let Some((rehydrator, rehydrate_for)) = rehydration.filter(|(_, r)| !r.is_empty()) {
         chain = chain.with(fetch_rehydration::FetchRehydration::new(
             rehydrator,
@@ -73,6 +81,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         http,
         rr,
         rehydrate,
+        policy,
         process,
     } = &settings;
     super::init_logging(process);
@@ -121,6 +130,22 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     );
 
     let trigger = ShutdownTrigger::new();
+    let policies = match &policy.policy_file {
+        Some(path) => {
+            let book = Arc::new(PolicyBook::load(path.clone())?);
+            tracing::info!(file = %path.display(), policies = ?book.current().names(), "record policies loaded");
+            tokio::spawn(Arc::clone(&book).watch(policy.reload_interval(), trigger.subscribe()));
+            book
+        }
+        None => Arc::new(PolicyBook::none()),
+    };
+    let record_policy = policy.policy_file.is_some().then(|| {
+        record_policy::RecordPolicy::new(
+            Arc::clone(&policies),
+            lfs.topics.clone(),
+            Arc::new(Producer::new(parts::own_cluster(upstream, &security))),
+        )
+    });
     // Aborts and deletes storage refused are retried; what stopped
     // processes recorded is finished.
     tokio::spawn(Arc::clone(lfs.store.cleanup()).run());
@@ -139,6 +164,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     let chain = build_chain(
         client_credentials.clone(),
         security.sasl.is_some(),
+        record_policy.clone(),
         Arc::clone(&lfs),
         Some((Arc::clone(&rehydrator), by_client)),
         Arc::clone(&brokers),
@@ -162,6 +188,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
             let chain = build_chain(
                 client_credentials,
                 security.sasl.is_some(),
+                record_policy,
                 Arc::clone(&lfs),
                 Some((
                     Arc::clone(&rehydrator),
@@ -246,6 +273,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
             metrics: prometheus,
             jwt: parts::http_jwt(http)?,
             gateway,
+            policies,
             upstream_health: Arc::clone(&proxy.upstream_health),
             shutdown: trigger.subscribe(),
         },

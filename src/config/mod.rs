@@ -6,6 +6,7 @@
 
 mod http;
 mod listener;
+mod policy;
 mod process;
 mod rehydrate;
 mod rr;
@@ -20,6 +21,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use http::HttpSettings;
 pub use listener::{ClientSaslMode, ListenerSettings};
+pub use policy::PolicySettings;
 pub use process::{LogFormat, ProcessSettings};
 pub use rehydrate::RehydrateSettings;
 pub use rr::RrSettings;
@@ -163,6 +165,8 @@ pub struct Settings {
     pub rr: RrSettings,
     #[command(flatten)]
     pub rehydrate: RehydrateSettings,
+    #[command(flatten)]
+    pub policy: PolicySettings,
     #[command(flatten)]
     pub process: ProcessSettings,
 }

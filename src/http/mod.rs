@@ -11,6 +11,7 @@ pub mod download;
 pub mod error;
 pub mod jwt;
 pub mod middleware;
+pub mod policy;
 pub mod produce;
 pub mod request_reply;
 pub mod serve;
@@ -33,6 +34,7 @@ use crate::health::Readiness;
 use crate::kafka::client::producer::Producer;
 use crate::lfs::Lfs;
 use crate::metrics as m;
+use crate::policy::PolicyBook;
 use crate::shutdown::Shutdown;
 
 /// The OpenAPI 3 document of the HTTP API, served at `/openapi.yaml`.
@@ -70,6 +72,8 @@ pub struct SidecarParts {
     pub jwt: Option<jwt::JwtVerifier>,
     /// Request-reply, when routes are configured.
     pub gateway: Option<Arc<request_reply::Gateway>>,
+    /// Record policies, checked on every record the API produces.
+    pub policies: Arc<PolicyBook>,
     /// Whether upstream Kafka answered its last check.
     pub upstream_health: Arc<Readiness>,
     pub shutdown: Shutdown,
@@ -88,6 +92,7 @@ pub struct Sidecar {
     pub jwt: Option<jwt::JwtVerifier>,
     /// Request-reply, when routes are configured.
     pub gateway: Option<Arc<request_reply::Gateway>>,
+    pub policies: Arc<PolicyBook>,
     upstream_health: Arc<Readiness>,
     storage_health: Readiness,
     shutdown: Shutdown,
@@ -109,6 +114,7 @@ impl Sidecar {
             producer: parts.producer,
             metrics: parts.metrics,
             gateway: parts.gateway,
+            policies: parts.policies,
             jwt: parts.jwt,
             upstream_health: parts.upstream_health,
             shutdown: parts.shutdown,

@@ -15,6 +15,7 @@ use chrono::Utc;
 
 use super::body::BodyReader;
 use super::error::ApiError;
+use super::policy;
 use super::target::{self, ProduceTarget};
 use super::Sidecar;
 use crate::kafka::client::producer::{OutgoingRecord, ProduceError, Produced};
@@ -37,6 +38,12 @@ pub async fn produce(
     if declared.is_some_and(|n| n > sidecar.lfs.max_blob_size) {
         return Err(sidecar.too_large());
     }
+    let mut value_check = policy::ValueCheck::begin(
+        policy::for_topic(&sidecar.policies, &target.topic),
+        target.key.as_deref(),
+        &target.headers,
+        declared,
+    )?;
     let mut offload = Offload::begin(
         &sidecar.lfs,
         &target.topic,
@@ -45,7 +52,8 @@ pub async fn produce(
         expected.alg,
     );
     let reader = BodyReader::new(body, sidecar.config.read_idle);
-    if let Err(error) = store_body(&sidecar, &mut offload, reader).await {
+    let stored = store_body(&sidecar, &mut offload, reader, value_check.as_mut()).await;
+    if let Err(error) = stored.and_then(|()| value_check.as_ref().map_or(Ok(()), |c| c.judge())) {
         offload.abort().await;
         return Err(error);
     }
@@ -72,9 +80,13 @@ async fn store_body(
     sidecar: &Sidecar,
     offload: &mut Offload,
     mut reader: BodyReader,
+    mut value_check: Option<&mut policy::ValueCheck>,
 ) -> Result<(), ApiError> {
     while let Some(data) = reader.next().await? {
         metrics::counter!(m::HTTP_BYTES_TOTAL, "direction" => "up").increment(data.len() as u64);
+        if let Some(check) = value_check.as_mut() {
+            check.feed(&data);
+        }
         offload
             .write(data)
             .await

@@ -227,6 +227,16 @@ impl Gateway {
                 &trace,
                 body,
             );
+            let policy = super::policy::for_topic(&sidecar.policies, &record.topic);
+            if let Err(e) = super::policy::check_record(
+                policy.as_ref(),
+                record.key.as_deref(),
+                &record.headers,
+                &record.value,
+            ) {
+                self.book.forget(&id);
+                return Err((e, "invalid"));
+            }
             let produced = self.producer.produce(&record).await;
             if let Err(error) = produced {
                 self.book.forget(&id);

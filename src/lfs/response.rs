@@ -6,12 +6,9 @@
 //! `error_message` where the version has it (v8+). Partitions the broker
 //! rejected lose their objects: no envelope points at them.
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, StrBytes};
-
 use super::rewrite::{FailedPartition, PartitionUploads};
-use crate::kafka::wire::frame::{encode_response, Frame};
+use crate::kafka::wire::frame::Frame;
+use crate::kafka::wire::produce_answer;
 
 use crate::kafka::wire::codes::{DUPLICATE_SEQUENCE_NUMBER, NONE};
 
@@ -38,9 +35,7 @@ pub fn failed_response(
     version: i16,
     failed: &[FailedPartition],
 ) -> Result<Frame, String> {
-    let mut response = ProduceResponse::default();
-    add_failures(&mut response, version, failed);
-    encode(correlation_id, version, &response)
+    produce_answer::local_response(correlation_id, version, failed)
 }
 
 /// Merges the proxy's failures into the broker's response and returns the
@@ -50,10 +45,7 @@ pub fn merge_response(
     version: i16,
     owed: &LfsOwed,
 ) -> Result<(Frame, Vec<String>), String> {
-    let mut buf = frame.body();
-    let hv = ApiKey::Produce.response_header_version(version);
-    let header = ResponseHeader::decode(&mut buf, hv).map_err(|e| e.to_string())?;
-    let mut response = ProduceResponse::decode(&mut buf, version).map_err(|e| e.to_string())?;
+    let (correlation_id, mut response) = produce_answer::decode(frame, version)?;
     let mut orphans = Vec::new();
     for topic in &response.responses {
         for p in &topic.partition_responses {
@@ -75,43 +67,22 @@ pub fn merge_response(
     if owed.failed.is_empty() {
         return Ok((frame.clone(), orphans));
     }
-    add_failures(&mut response, version, &owed.failed);
-    Ok((encode(header.correlation_id, version, &response)?, orphans))
-}
-
-fn add_failures(response: &mut ProduceResponse, version: i16, failed: &[FailedPartition]) {
-    for f in failed {
-        let mut partition = PartitionProduceResponse::default()
-            .with_index(f.partition)
-            .with_error_code(f.error_code)
-            .with_base_offset(-1);
-        if version >= 8 {
-            partition.error_message = Some(StrBytes::from_string(f.message.clone()));
-        }
-        match response
-            .responses
-            .iter_mut()
-            .find(|t| t.name.0.as_str() == f.topic)
-        {
-            Some(topic) => topic.partition_responses.push(partition),
-            None => response.responses.push(
-                TopicProduceResponse::default()
-                    .with_name(TopicName(StrBytes::from_string(f.topic.clone())))
-                    .with_partition_responses(vec![partition]),
-            ),
-        }
-    }
-}
-
-fn encode(correlation_id: i32, version: i16, response: &ProduceResponse) -> Result<Frame, String> {
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let hv = ApiKey::Produce.response_header_version(version);
-    encode_response(&header, hv, response, version).map_err(|e| e.to_string())
+    produce_answer::add_answers(&mut response, version, &owed.failed);
+    Ok((
+        produce_answer::encode(correlation_id, version, &response)?,
+        orphans,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::wire::produce_answer::encode;
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
 
     fn failed(topic: &str, partition: i32, code: i16) -> FailedPartition {
         FailedPartition {
@@ -119,6 +90,7 @@ mod tests {
             partition,
             error_code: code,
             message: "why".into(),
+            ..Default::default()
         }
     }
 

@@ -45,14 +45,7 @@ pub const CONTENT_TYPE: &str = "content-type";
 
 pub use crate::kafka::wire::codes::{INVALID_RECORD, KAFKA_STORAGE_ERROR, MESSAGE_TOO_LARGE};
 
-/// A partition the proxy answers itself, with why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedPartition {
-    pub topic: String,
-    pub partition: i32,
-    pub error_code: i16,
-    pub message: String,
-}
+pub use crate::kafka::wire::produce_answer::FailedPartition;
 
 /// Objects stored for one partition of a forwarded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +129,7 @@ pub async fn rewrite_produce(
                         partition: partition.index,
                         error_code: failure.error_code,
                         message: failure.message,
+                        record_errors: Vec::new(),
                     });
                 }
             }

@@ -12,4 +12,5 @@ pub mod api_versions;
 pub mod broker_addresses;
 pub mod fetch_rehydration;
 pub mod lfs_offload;
+pub mod record_policy;
 pub mod sasl_gate;

@@ -31,6 +31,7 @@ use tokio::sync::Mutex;
 use super::body::BodyReader;
 use super::error::ApiError;
 use super::middleware::Caller;
+use super::policy;
 use super::produce::{envelope_response, storage_failed};
 use super::target::{self, ProduceTarget};
 use super::Sidecar;
@@ -134,6 +135,12 @@ pub async fn init(
         .map(|(k, v)| (k, bytes::Bytes::from(v)))
         .collect();
     headers.sort();
+    let value_check = policy::ValueCheck::begin(
+        policy::for_topic(&sidecar.policies, &topic),
+        key.as_deref(),
+        &headers,
+        Some(size),
+    )?;
     let target = ProduceTarget {
         topic,
         key,
@@ -175,6 +182,7 @@ pub async fn init(
             parts: Vec::new(),
         },
         target,
+        value_check,
     };
     let expires_at = envelope::rfc3339(session.expires_at);
     sidecar
@@ -216,12 +224,15 @@ pub async fn put_part(
     let session = sidecar.sessions.get(&sidecar, &id, caller).await?;
     let mut s = session.lock().await;
     let (size, part_size) = (s.size, s.part_size);
+    let Session {
+        state, value_check, ..
+    } = &mut *s;
     let SessionState::Receiving {
         upload,
         digest,
         received,
         parts,
-    } = &mut s.state
+    } = state
     else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -271,6 +282,9 @@ pub async fn put_part(
         )));
     }
     digest.update(&data);
+    if let Some(check) = value_check.as_mut() {
+        check.feed(&data);
+    }
     let len = data.len() as u64;
     metrics::counter!(m::HTTP_BYTES_TOTAL, "direction" => "up").increment(len);
     if let Err(e) = upload.put_part(data).await {
@@ -330,16 +344,19 @@ pub async fn complete(
         ) else {
             unreachable!("matched above")
         };
-        let checked = seal(
-            &sidecar.lfs,
-            &s.key,
-            s.size,
-            *digest,
-            s.expected.value.as_deref(),
-            s.target.content_type.clone(),
-            s.created,
-        )
-        .map_err(|e| sidecar.offload_failed(e));
+        let judged = s.value_check.as_ref().map_or(Ok(()), |c| c.judge());
+        let checked = judged.and_then(|()| {
+            seal(
+                &sidecar.lfs,
+                &s.key,
+                s.size,
+                *digest,
+                s.expected.value.as_deref(),
+                s.target.content_type.clone(),
+                s.created,
+            )
+            .map_err(|e| sidecar.offload_failed(e))
+        });
         let envelope = match checked {
             Ok(e) => e,
             Err(error) => {

@@ -37,6 +37,8 @@ pub(super) struct Session {
     pub(super) id: String,
     pub(super) owner: Caller,
     pub(super) target: ProduceTarget,
+    /// The value held for the topic policy's JSON rule, when it has one.
+    pub(super) value_check: Option<super::super::policy::ValueCheck>,
     pub(super) expected: ExpectedChecksum,
     pub(super) size: u64,
     pub(super) part_size: u64,

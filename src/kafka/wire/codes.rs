@@ -6,6 +6,7 @@
 use kafka_protocol::ResponseError as E;
 
 pub const NONE: i16 = 0;
+pub const REQUEST_TIMED_OUT: i16 = E::RequestTimedOut.code();
 pub const OFFSET_OUT_OF_RANGE: i16 = E::OffsetOutOfRange.code();
 pub const NOT_LEADER_OR_FOLLOWER: i16 = E::NotLeaderOrFollower.code();
 pub const MESSAGE_TOO_LARGE: i16 = E::MessageTooLarge.code();

@@ -6,5 +6,6 @@ pub mod call;
 pub mod codes;
 pub mod frame;
 pub mod header;
+pub mod produce_answer;
 pub mod topic;
 pub mod versions;

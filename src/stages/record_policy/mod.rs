@@ -1,0 +1,263 @@
+//! Stage: record policies on Produce. Every record of a topic that has a
+//! policy is judged before the LFS offload (the document, not the envelope
+//! that will replace it); a partition holding a bad record fails with
+//! `INVALID_RECORD` and, from Produce v8, `record_errors` naming each bad
+//! record and the rule it broke (KIP-467); the other partitions go on. Under
+//! a dead-letter policy the bad records go to the dead-letter topic and the
+//! rest of their batch to its topic, and the producer is told they were
+//! delivered (see `dead_letter` and `judge` for the rules of both).
+//!
+//! A request none of whose topics has a policy goes on as the same bytes,
+//! and so does a request whose records all keep their policies.
+
+mod dead_letter;
+mod judge;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::future::BoxFuture;
+use kafka_protocol::messages::produce_request::PartitionProduceData;
+use kafka_protocol::messages::{ApiKey, ProduceRequest};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+pub use dead_letter::{
+    POLICY as DLQ_POLICY, REASON as DLQ_REASON, RULE as DLQ_RULE,
+    SOURCE_CLIENT_ID as DLQ_SOURCE_CLIENT_ID, SOURCE_PARTITION as DLQ_SOURCE_PARTITION,
+    SOURCE_TOPIC as DLQ_SOURCE_TOPIC,
+};
+pub use judge::{judge_partition, Verdict};
+
+use crate::kafka::client::producer::Producer;
+use crate::kafka::relay::chain::{
+    ConnectionInfo, LocalAnswer, Owing, Request, RequestAction, Stage, StageError, StageState,
+};
+use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
+use crate::kafka::wire::produce_answer::{self, FailedPartition};
+use crate::lfs::TopicFilter;
+use crate::policy::{self, Action, PolicyBook};
+
+#[derive(Clone)]
+pub struct RecordPolicy {
+    book: Arc<PolicyBook>,
+    /// Topics whose `LFS_BLOB` records the offload stage will store.
+    lfs_topics: TopicFilter,
+    /// Writes dead-lettered records.
+    producer: Arc<Producer>,
+}
+
+impl RecordPolicy {
+    pub fn new(book: Arc<PolicyBook>, lfs_topics: TopicFilter, producer: Arc<Producer>) -> Self {
+        RecordPolicy {
+            book,
+            lfs_topics,
+            producer,
+        }
+    }
+}
+
+impl Stage for RecordPolicy {
+    fn name(&self) -> &'static str {
+        "record_policy"
+    }
+
+    fn wants_request(&self, header: &RequestHeaderPeek) -> bool {
+        header.api_key == ApiKey::Produce as i16 && !self.book.current().is_empty()
+    }
+
+    fn on_request<'a>(
+        &'a self,
+        conn: &'a ConnectionInfo,
+        _state: &'a mut StageState,
+        mut request: Request,
+    ) -> BoxFuture<'a, Result<RequestAction, StageError>> {
+        Box::pin(async move {
+            let header = &request.header;
+            let version = header.api_version;
+            // v13+ names topics by id, which the proxy does not offer.
+            let (3..=12) = version else {
+                return Ok(RequestAction::Forward(request));
+            };
+            let Some(offset) = header.body_offset else {
+                return Ok(RequestAction::Forward(request));
+            };
+            let set = self.book.current();
+            let body = request.frame.body();
+            // Records stay slices of the frame: decoding copies no value.
+            let mut buf = body.slice(offset..);
+            let Ok(mut produce) = ProduceRequest::decode(&mut buf, version) else {
+                // The broker answers a request nobody can decode.
+                return Ok(RequestAction::Forward(request));
+            };
+            if !produce
+                .topic_data
+                .iter()
+                .any(|t| set.for_topic(t.name.0.as_str()).is_some())
+            {
+                return Ok(RequestAction::Forward(request));
+            }
+            let client_id = conn.client_id();
+            let mut changed = false;
+            let mut answers: Vec<FailedPartition> = Vec::new();
+            for topic in &mut produce.topic_data {
+                let name = topic.name.0.to_string();
+                let Some(policy) = set.for_topic(&name) else {
+                    continue;
+                };
+                let offloads = self.lfs_topics.allows(&name);
+                let mut kept: Vec<PartitionProduceData> = Vec::new();
+                for mut partition in std::mem::take(&mut topic.partition_data) {
+                    let Some(records) = partition.records.as_ref() else {
+                        kept.push(partition);
+                        continue;
+                    };
+                    match judge_partition(policy, records, offloads) {
+                        Verdict::Pass { checked } => {
+                            policy::count_checked(&policy.name, "kafka", checked as u64);
+                            kept.push(partition);
+                        }
+                        Verdict::Refuse {
+                            checked,
+                            error_code,
+                            message,
+                            bad,
+                        } => {
+                            changed = true;
+                            policy::count_checked(&policy.name, "kafka", checked as u64);
+                            bad.iter()
+                                .for_each(|b| policy::count_rejected(&b.violation, "kafka"));
+                            tracing::warn!(
+                                connection = conn.id,
+                                client_id = %client_id,
+                                topic = %name,
+                                partition = partition.index,
+                                policy = %policy.name,
+                                error_code,
+                                reason = %message,
+                                "partition refused by its topic policy"
+                            );
+                            answers.push(FailedPartition {
+                                topic: name.clone(),
+                                partition: partition.index,
+                                error_code,
+                                message,
+                                record_errors: bad
+                                    .iter()
+                                    .map(|b| (b.index, b.violation.to_string()))
+                                    .collect(),
+                            });
+                        }
+                        Verdict::DeadLetter {
+                            checked,
+                            kept: rest,
+                            bad,
+                        } => {
+                            changed = true;
+                            policy::count_checked(&policy.name, "kafka", checked as u64);
+                            let Action::DeadLetter { topic: dlq } = &policy.action else {
+                                unreachable!("judge dead-letters only under a dead-letter policy")
+                            };
+                            let written = dead_letter::write(
+                                &self.producer,
+                                dlq,
+                                &name,
+                                partition.index,
+                                &client_id,
+                                &bad,
+                            )
+                            .await;
+                            match written {
+                                Ok(()) => {
+                                    bad.iter()
+                                        .for_each(|b| policy::count_dead_lettered(&b.violation));
+                                    tracing::info!(
+                                        connection = conn.id,
+                                        client_id = %client_id,
+                                        topic = %name,
+                                        partition = partition.index,
+                                        policy = %policy.name,
+                                        dead_letter_topic = %dlq,
+                                        records = bad.len(),
+                                        first_reason = %bad[0].violation,
+                                        "records dead-lettered by their topic policy"
+                                    );
+                                    match rest {
+                                        Some(rest) => {
+                                            partition.records = Some(rest);
+                                            kept.push(partition);
+                                        }
+                                        None => answers.push(FailedPartition {
+                                            topic: name.clone(),
+                                            partition: partition.index,
+                                            message: "every record dead-lettered".into(),
+                                            ..Default::default()
+                                        }),
+                                    }
+                                }
+                                Err(failure) => {
+                                    tracing::warn!(
+                                        connection = conn.id,
+                                        topic = %name,
+                                        partition = partition.index,
+                                        error_code = failure.error_code,
+                                        reason = %failure.message,
+                                        "dead-letter write failed; partition refused"
+                                    );
+                                    answers.push(FailedPartition {
+                                        topic: name.clone(),
+                                        partition: partition.index,
+                                        error_code: failure.error_code,
+                                        message: failure.message,
+                                        record_errors: Vec::new(),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                topic.partition_data = kept;
+            }
+            if !changed {
+                return Ok(RequestAction::Forward(request));
+            }
+            produce.topic_data.retain(|t| !t.partition_data.is_empty());
+            if produce.topic_data.is_empty() {
+                let frame =
+                    produce_answer::local_response(header.correlation_id, version, &answers)
+                        .map_err(|e| StageError::new(self.name(), e))?;
+                return Ok(RequestAction::Answer(LocalAnswer {
+                    frame,
+                    api_version: version,
+                }));
+            }
+            let encode_err = |e: anyhow::Error| StageError::new("record_policy", e.to_string());
+            let size = produce.compute_size(version).map_err(encode_err)?;
+            let mut out = BytesMut::with_capacity(4 + offset + size);
+            out.extend_from_slice(&((offset + size) as i32).to_be_bytes());
+            out.extend_from_slice(&body[..offset]);
+            produce.encode(&mut out, version).map_err(encode_err)?;
+            request.frame = Frame::from_wire(out.freeze());
+            if !answers.is_empty() && request.expects_response() {
+                request.owing.push(Box::new(PolicyAnswers(answers)));
+            }
+            Ok(RequestAction::Forward(request))
+        })
+    }
+}
+
+/// The partitions the policy answered, merged into the broker's response.
+struct PolicyAnswers(Vec<FailedPartition>);
+
+impl Owing for PolicyAnswers {
+    fn settle(
+        self: Box<Self>,
+        response: Frame,
+        api_version: i16,
+    ) -> BoxFuture<'static, Result<Frame, StageError>> {
+        let merged = produce_answer::merge_answers(&response, api_version, &self.0)
+            .map_err(|e| StageError::new("record_policy", format!("Produce response: {e}")));
+        Box::pin(async move { merged })
+    }
+
+    fn abandon(self: Box<Self>) {}
+}
