@@ -115,11 +115,10 @@ pub fn judge_partition(policy: &Policy, records: &Bytes, offloads: bool) -> Verd
         bad,
     };
     let summary = format!(
-        "{} of {checked} records break policy {}; first: record {}: {}",
+        "{} of {checked} records break their topic policy; first: record {}: {}",
         bad.len(),
-        policy.name,
         bad[0].index,
-        bad[0].violation.message
+        bad[0].violation
     );
     match &policy.action {
         Action::Reject => refuse(summary, bad),

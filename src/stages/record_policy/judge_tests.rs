@@ -95,7 +95,7 @@ fn record_indexes_count_across_batches() {
             assert_eq!(bad.iter().map(|b| b.index).collect::<Vec<_>>(), [1, 2]);
             assert!(bad.iter().all(|b| b.violation.rule == Rule::HeaderRequired));
             assert!(
-                message.starts_with("2 of 4 records break policy p; first: record 1: header Security-Label is required"),
+                message.starts_with("2 of 4 records break their topic policy; first: record 1: policy p rule header_required: header Security-Label is required"),
                 "{message}"
             );
         }
