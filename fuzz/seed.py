@@ -42,6 +42,13 @@ def main() -> None:
     # Built Fetch responses, one per codec, envelopes and ordinary values.
     for codec in range(5):
         put("fetch_rehydrate", bytes([0x80, codec, 3]) + bytes([0x80, 0x01, 0x81, 0x82, 0x83, 0x10] * 4) + bytes(24))
+    # Record policies: the example file, and built partitions, one per codec
+    # (events that keep and break the policy; the second idempotent).
+    example = (Path(__file__).parent.parent / "examples" / "policies" / "smart-cache-documents.yaml").read_bytes()
+    put("record_policy", b"\x00" + example)
+    for codec in range(5):
+        put("record_policy", bytes([0x80, codec]) + bytes([0x00, 0x01, 0x08, 0x14, 0x20, 0x22, 0x0c, 0x30]))
+    put("record_policy", bytes([0x80, 0]) + bytes([0x40, 0x01, 0x00]))
     put("sasl_server", b"\x00\x00alice\x00s3cret")
     put("sasl_server", b"\x01n,,n=alice,r=abcdef\xffc=biws,r=abcdef,p=AAAA")
     put("http_api", b"\x00\xff\xffapplication/json\xff" + b'{"topic":"t","content_type":"x","size_bytes":10}')

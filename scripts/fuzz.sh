@@ -11,7 +11,7 @@ seconds="${1:-30}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(frame_reader produce_rewrite fetch_relay fetch_rehydrate broker_responses sasl_server http_api)
+  targets=(frame_reader produce_rewrite fetch_relay fetch_rehydrate record_policy broker_responses sasl_server http_api)
 fi
 
 # cargo-fuzz lives in the clone (.tools/), like every other test tool.

@@ -44,6 +44,8 @@ pub enum Verdict {
     /// rebuilt; `None` when nothing is left) goes on.
     DeadLetter {
         checked: usize,
+        /// The dead-letter topic.
+        topic: String,
         kept: Option<Bytes>,
         bad: Vec<BadRecord>,
     },
@@ -125,13 +127,20 @@ pub fn judge_partition(policy: &Policy, records: &Bytes, offloads: bool) -> Verd
         Action::DeadLetter { .. } if sequenced => {
             refuse(format!("{summary}; {IDEMPOTENT_REFUSAL}"), bad)
         }
-        Action::DeadLetter { .. } => match rebuild_without(&whole, decoded, &bad_per_batch, &bad) {
-            Ok(kept) => Verdict::DeadLetter { checked, kept, bad },
-            Err(e) => refuse(
-                format!("{summary}; the rest could not be rebuilt: {e}"),
-                bad,
-            ),
-        },
+        Action::DeadLetter { topic } => {
+            match rebuild_without(&whole, decoded, &bad_per_batch, &bad) {
+                Ok(kept) => Verdict::DeadLetter {
+                    checked,
+                    topic: topic.clone(),
+                    kept,
+                    bad,
+                },
+                Err(e) => refuse(
+                    format!("{summary}; the rest could not be rebuilt: {e}"),
+                    bad,
+                ),
+            }
+        }
     }
 }
 

@@ -115,12 +115,17 @@ fn dead_letter_keeps_the_rest_in_order_with_its_codec() {
     batch(&mut out, &[record(3, true, -1)], Compression::None);
     let records = out.freeze();
     let second_batch = batches::split_whole(&records).0[1].clone();
-    let Verdict::DeadLetter { checked, kept, bad } =
-        judge_partition(&policy(true), &records, false)
+    let Verdict::DeadLetter {
+        checked,
+        topic,
+        kept,
+        bad,
+    } = judge_partition(&policy(true), &records, false)
     else {
         panic!("dead-letter expected")
     };
     assert_eq!(checked, 4);
+    assert_eq!(topic, "t.dlq");
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].index, 1);
     assert_eq!(bad[0].record.value.as_deref(), Some(&b"value 1"[..]));

@@ -35,7 +35,7 @@ use crate::kafka::relay::chain::{
 use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
 use crate::kafka::wire::produce_answer::{self, FailedPartition};
 use crate::lfs::TopicFilter;
-use crate::policy::{self, Action, PolicyBook};
+use crate::policy::{self, PolicyBook};
 
 #[derive(Clone)]
 pub struct RecordPolicy {
@@ -149,17 +149,15 @@ impl Stage for RecordPolicy {
                         }
                         Verdict::DeadLetter {
                             checked,
+                            topic: dlq,
                             kept: rest,
                             bad,
                         } => {
                             changed = true;
                             policy::count_checked(&policy.name, "kafka", checked as u64);
-                            let Action::DeadLetter { topic: dlq } = &policy.action else {
-                                unreachable!("judge dead-letters only under a dead-letter policy")
-                            };
                             let written = dead_letter::write(
                                 &self.producer,
-                                dlq,
+                                &dlq,
                                 &name,
                                 partition.index,
                                 &client_id,
