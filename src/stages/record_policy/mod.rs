@@ -35,7 +35,7 @@ use crate::kafka::relay::chain::{
 use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
 use crate::kafka::wire::produce_answer::{self, FailedPartition};
 use crate::lfs::TopicFilter;
-use crate::policy::{self, PolicyBook};
+use crate::policy::{self, Policy, PolicyBook};
 
 #[derive(Clone)]
 pub struct RecordPolicy {
@@ -104,112 +104,23 @@ impl Stage for RecordPolicy {
                 let Some(policy) = set.for_topic(&name) else {
                     continue;
                 };
-                let offloads = self.lfs_topics.allows(&name);
+                let at = Where {
+                    conn,
+                    client_id: &client_id,
+                    topic: &name,
+                    policy,
+                };
                 let mut kept: Vec<PartitionProduceData> = Vec::new();
-                for mut partition in std::mem::take(&mut topic.partition_data) {
-                    let Some(records) = partition.records.as_ref() else {
-                        kept.push(partition);
-                        continue;
-                    };
-                    match judge_partition(policy, records, offloads) {
-                        Verdict::Pass { checked } => {
-                            policy::count_checked(&policy.name, "kafka", checked as u64);
-                            kept.push(partition);
-                        }
-                        Verdict::Refuse {
-                            checked,
-                            error_code,
-                            message,
-                            bad,
-                        } => {
+                for partition in std::mem::take(&mut topic.partition_data) {
+                    match self.act_on(&at, partition).await {
+                        Outcome::Unchanged(p) => kept.push(p),
+                        Outcome::Rewritten(p) => {
                             changed = true;
-                            policy::count_checked(&policy.name, "kafka", checked as u64);
-                            bad.iter()
-                                .for_each(|b| policy::count_rejected(&b.violation, "kafka"));
-                            tracing::warn!(
-                                connection = conn.id,
-                                client_id = %client_id,
-                                topic = %name,
-                                partition = partition.index,
-                                policy = %policy.name,
-                                error_code,
-                                reason = %message,
-                                "partition refused by its topic policy"
-                            );
-                            answers.push(FailedPartition {
-                                topic: name.clone(),
-                                partition: partition.index,
-                                error_code,
-                                message,
-                                record_errors: bad
-                                    .iter()
-                                    .map(|b| (b.index, b.violation.to_string()))
-                                    .collect(),
-                            });
+                            kept.push(p);
                         }
-                        Verdict::DeadLetter {
-                            checked,
-                            topic: dlq,
-                            kept: rest,
-                            bad,
-                        } => {
+                        Outcome::Answered(answer) => {
                             changed = true;
-                            policy::count_checked(&policy.name, "kafka", checked as u64);
-                            let written = dead_letter::write(
-                                &self.producer,
-                                &dlq,
-                                &name,
-                                partition.index,
-                                &client_id,
-                                &bad,
-                            )
-                            .await;
-                            match written {
-                                Ok(()) => {
-                                    bad.iter()
-                                        .for_each(|b| policy::count_dead_lettered(&b.violation));
-                                    tracing::info!(
-                                        connection = conn.id,
-                                        client_id = %client_id,
-                                        topic = %name,
-                                        partition = partition.index,
-                                        policy = %policy.name,
-                                        dead_letter_topic = %dlq,
-                                        records = bad.len(),
-                                        first_reason = %bad[0].violation,
-                                        "records dead-lettered by their topic policy"
-                                    );
-                                    match rest {
-                                        Some(rest) => {
-                                            partition.records = Some(rest);
-                                            kept.push(partition);
-                                        }
-                                        None => answers.push(FailedPartition {
-                                            topic: name.clone(),
-                                            partition: partition.index,
-                                            message: "every record dead-lettered".into(),
-                                            ..Default::default()
-                                        }),
-                                    }
-                                }
-                                Err(failure) => {
-                                    tracing::warn!(
-                                        connection = conn.id,
-                                        topic = %name,
-                                        partition = partition.index,
-                                        error_code = failure.error_code,
-                                        reason = %failure.message,
-                                        "dead-letter write failed; partition refused"
-                                    );
-                                    answers.push(FailedPartition {
-                                        topic: name.clone(),
-                                        partition: partition.index,
-                                        error_code: failure.error_code,
-                                        message: failure.message,
-                                        record_errors: Vec::new(),
-                                    });
-                                }
-                            }
+                            answers.push(answer);
                         }
                     }
                 }
@@ -240,6 +151,129 @@ impl Stage for RecordPolicy {
             }
             Ok(RequestAction::Forward(request))
         })
+    }
+}
+
+/// Where a partition's records were sent, for its logs and answers.
+struct Where<'a> {
+    conn: &'a ConnectionInfo,
+    client_id: &'a str,
+    topic: &'a str,
+    policy: &'a Policy,
+}
+
+/// What becomes of one partition of the request.
+enum Outcome {
+    /// Forwarded as it came.
+    Unchanged(PartitionProduceData),
+    /// Forwarded without its dead-lettered records.
+    Rewritten(PartitionProduceData),
+    /// Answered by the proxy (refused, or every record dead-lettered).
+    Answered(FailedPartition),
+}
+
+impl RecordPolicy {
+    /// Judges one partition and acts on the verdict.
+    async fn act_on(&self, at: &Where<'_>, mut partition: PartitionProduceData) -> Outcome {
+        let Some(records) = partition.records.as_ref() else {
+            return Outcome::Unchanged(partition);
+        };
+        let policy = at.policy;
+        let verdict = judge_partition(policy, records, self.lfs_topics.allows(at.topic));
+        let answer = |error_code: i16, message: String, record_errors| FailedPartition {
+            topic: at.topic.to_owned(),
+            partition: partition.index,
+            error_code,
+            message,
+            record_errors,
+        };
+        match verdict {
+            Verdict::Pass { checked } => {
+                policy::count_checked(&policy.name, "kafka", checked as u64);
+                Outcome::Unchanged(partition)
+            }
+            Verdict::Refuse {
+                checked,
+                error_code,
+                message,
+                bad,
+            } => {
+                policy::count_checked(&policy.name, "kafka", checked as u64);
+                bad.iter()
+                    .for_each(|b| policy::count_rejected(&b.violation, "kafka"));
+                tracing::warn!(
+                    connection = at.conn.id,
+                    client_id = %at.client_id,
+                    topic = %at.topic,
+                    partition = partition.index,
+                    policy = %policy.name,
+                    error_code,
+                    reason = %message,
+                    "partition refused by its topic policy"
+                );
+                let record_errors = bad
+                    .iter()
+                    .map(|b| (b.index, b.violation.to_string()))
+                    .collect();
+                Outcome::Answered(answer(error_code, message, record_errors))
+            }
+            Verdict::DeadLetter {
+                checked,
+                topic: dlq,
+                kept,
+                bad,
+            } => {
+                policy::count_checked(&policy.name, "kafka", checked as u64);
+                let written = dead_letter::write(
+                    &self.producer,
+                    &dlq,
+                    at.topic,
+                    partition.index,
+                    at.client_id,
+                    &bad,
+                )
+                .await;
+                if let Err(failure) = written {
+                    tracing::warn!(
+                        connection = at.conn.id,
+                        topic = %at.topic,
+                        partition = partition.index,
+                        error_code = failure.error_code,
+                        reason = %failure.message,
+                        "dead-letter write failed; partition refused"
+                    );
+                    return Outcome::Answered(answer(
+                        failure.error_code,
+                        failure.message,
+                        Vec::new(),
+                    ));
+                }
+                bad.iter()
+                    .for_each(|b| policy::count_dead_lettered(&b.violation));
+                tracing::info!(
+                    connection = at.conn.id,
+                    client_id = %at.client_id,
+                    topic = %at.topic,
+                    partition = partition.index,
+                    policy = %policy.name,
+                    dead_letter_topic = %dlq,
+                    records = bad.len(),
+                    first_reason = %bad.first().map(|b| b.violation.to_string()).unwrap_or_default(),
+                    "records dead-lettered by their topic policy"
+                );
+                match kept {
+                    Some(rest) => {
+                        partition.records = Some(rest);
+                        Outcome::Rewritten(partition)
+                    }
+                    None => Outcome::Answered(answer(
+                        0,
+                        "every record dead-lettered".into(),
+                        Vec::new(),
+                    )),
+                }
+            }
+        }
     }
 }
 
