@@ -14,6 +14,7 @@
 
 use bytes::Bytes;
 use kafka_lfs_proxy::kafka::wire::batches;
+use kafka_lfs_proxy::lfs::rewrite;
 use kafka_lfs_proxy::policy::{Policy, PolicySet, RecordView};
 use kafka_lfs_proxy::stages::record_policy::{judge_partition, Verdict};
 use kafka_protocol::protocol::StrBytes;
@@ -45,7 +46,7 @@ fn keeps(policy: &Policy, record: &Record) -> bool {
             value: record.value.as_deref(),
             value_size: record.value.as_ref().map_or(0, |v| v.len() as u64),
             headers: &record.headers,
-            offloaded: record.headers.keys().any(|k| k.as_str() == "LFS_BLOB"),
+            offloaded: rewrite::is_lfs(record),
         })
         .is_ok()
 }

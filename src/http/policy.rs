@@ -121,10 +121,7 @@ impl ValueCheck {
         Violation {
             policy: self.policy.name.clone(),
             rule: policy::Rule::ValueJson,
-            message: format!(
-                "the value is {} bytes; its JSON is checked up to {} (max_bytes)",
-                self.size, self.limit
-            ),
+            message: policy::json::too_large(self.size, self.limit),
         }
     }
 }

@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::ProduceRequest;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{
     Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
@@ -34,7 +34,7 @@ use super::envelope::{self, RecordIdentity, DEFAULT_CONTENT_TYPE};
 use super::offload::{delete_orphans, Offload, OffloadError, StoredKeys};
 use super::Lfs;
 use crate::kafka::wire::batches;
-use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
+use crate::kafka::wire::frame::{self, Frame, RequestHeaderPeek};
 
 /// The record header that asks for offload.
 pub const LFS_BLOB: &str = "LFS_BLOB";
@@ -143,13 +143,10 @@ pub async fn rewrite_produce(
     let frame = if request.topic_data.is_empty() {
         None
     } else {
-        let encode_err = |source| RewriteError::Encode { version, source };
-        let size = request.compute_size(version).map_err(encode_err)?;
-        let mut out = BytesMut::with_capacity(4 + offset + size);
-        out.extend_from_slice(&((offset + size) as i32).to_be_bytes());
-        out.extend_from_slice(&body[..offset]);
-        request.encode(&mut out, version).map_err(encode_err)?;
-        Some(Frame::from_wire(out.freeze()))
+        Some(
+            frame::encode_after_header(&body[..offset], &request, version)
+                .map_err(|source| RewriteError::Encode { version, source })?,
+        )
     };
     // From here the response settles the objects (`uploads`).
     stored.take();
@@ -257,7 +254,8 @@ async fn rewrite_partition(
     Ok(out.map(|out| (out.freeze(), keys.take())))
 }
 
-fn is_lfs(record: &Record) -> bool {
+/// Whether the record asks for offload (carries `LFS_BLOB`).
+pub fn is_lfs(record: &Record) -> bool {
     record.headers.contains_key(&header_name(LFS_BLOB))
 }
 

@@ -6,6 +6,7 @@ use crate::lfs::store::BlobStore;
 use crate::lfs::TopicFilter;
 use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::{ApiKey, RequestHeader, TopicName};
+use kafka_protocol::protocol::Encodable;
 use kafka_protocol::records::{Compression, TimestampType};
 
 fn record(

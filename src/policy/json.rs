@@ -71,6 +71,12 @@ pub struct JsonRule {
     pub max_bytes: u64,
 }
 
+/// What is wrong with a value of `size` bytes when JSON is checked up to
+/// `max_bytes` (parsing holds the value, so a larger one breaks the rule).
+pub fn too_large(size: u64, max_bytes: u64) -> String {
+    format!("the value is {size} bytes; its JSON is checked up to {max_bytes} (max_bytes)")
+}
+
 /// The default of `max_bytes`.
 pub const DEFAULT_MAX_JSON_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -81,11 +87,7 @@ impl JsonRule {
             return Err("the value is null; a JSON object is required".into());
         };
         if bytes.len() as u64 > self.max_bytes {
-            return Err(format!(
-                "the value is {} bytes; its JSON is checked up to {} (max_bytes)",
-                bytes.len(),
-                self.max_bytes
-            ));
+            return Err(too_large(bytes.len() as u64, self.max_bytes));
         }
         let top: Field<'_> =
             serde_json::from_slice(bytes).map_err(|e| format!("the value is not JSON: {e}"))?;

@@ -201,11 +201,6 @@ impl Policy {
         }
     }
 
-    /// Whether the value's content is judged at all.
-    pub fn checks_value(&self) -> bool {
-        self.value.is_some()
-    }
-
     fn violation(&self, rule: Rule, message: String) -> Violation {
         Violation {
             policy: self.name.clone(),

@@ -158,6 +158,23 @@ where
     Ok(Frame::from_wire(out.freeze()))
 }
 
+/// A request frame with the client's header bytes as they came and a
+/// rewritten body (a Produce whose records the proxy changed): sized
+/// first, written once.
+pub fn encode_after_header<M: kafka_protocol::protocol::Encodable>(
+    header: &[u8],
+    message: &M,
+    version: i16,
+) -> anyhow::Result<Frame> {
+    let size = header.len() + message.compute_size(version)?;
+    let length = i32::try_from(size)?;
+    let mut out = BytesMut::with_capacity(LENGTH_PREFIX + size);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(header);
+    message.encode(&mut out, version)?;
+    Ok(Frame::from_wire(out.freeze()))
+}
+
 /// Reads one frame. Returns `Ok(None)` on a clean end of stream between frames.
 ///
 /// The length is checked before any buffer is allocated, so a peer that

@@ -19,7 +19,7 @@ use kafka_protocol::records::{
 
 use crate::kafka::wire::batches;
 use crate::kafka::wire::codes::{CORRUPT_MESSAGE, INVALID_RECORD};
-use crate::lfs::rewrite::LFS_BLOB;
+use crate::lfs::rewrite;
 use crate::policy::{Action, Policy, RecordView, Violation};
 
 /// A record that broke the policy.
@@ -95,7 +95,7 @@ pub fn judge_partition(policy: &Policy, records: &Bytes, offloads: bool) -> Verd
                 value: record.value.as_deref(),
                 value_size: record.value.as_ref().map_or(0, |v| v.len() as u64),
                 headers: &record.headers,
-                offloaded: offloads && has_lfs_blob(record),
+                offloaded: offloads && rewrite::is_lfs(record),
             };
             if let Err(violation) = policy.check(&view) {
                 bad_per_batch[b] += 1;
@@ -151,10 +151,6 @@ fn unreadable(message: String) -> Verdict {
         message: format!("records cannot be checked against the topic's policy: {message}"),
         bad: Vec::new(),
     }
-}
-
-fn has_lfs_blob(record: &Record) -> bool {
-    record.headers.keys().any(|k| k.as_str() == LFS_BLOB)
 }
 
 /// The partition's records without the bad ones: batches without a bad

@@ -15,11 +15,10 @@ mod judge;
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::{ApiKey, ProduceRequest};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::Decodable;
 
 pub use dead_letter::{
     POLICY as DLQ_POLICY, REASON as DLQ_REASON, RULE as DLQ_RULE,
@@ -32,7 +31,7 @@ use crate::kafka::client::producer::Producer;
 use crate::kafka::relay::chain::{
     ConnectionInfo, LocalAnswer, Owing, Request, RequestAction, Stage, StageError, StageState,
 };
-use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
+use crate::kafka::wire::frame::{self, Frame, RequestHeaderPeek};
 use crate::kafka::wire::produce_answer::{self, FailedPartition};
 use crate::lfs::TopicFilter;
 use crate::policy::{self, Policy, PolicyBook};
@@ -139,13 +138,8 @@ impl Stage for RecordPolicy {
                     api_version: version,
                 }));
             }
-            let encode_err = |e: anyhow::Error| StageError::new("record_policy", e.to_string());
-            let size = produce.compute_size(version).map_err(encode_err)?;
-            let mut out = BytesMut::with_capacity(4 + offset + size);
-            out.extend_from_slice(&((offset + size) as i32).to_be_bytes());
-            out.extend_from_slice(&body[..offset]);
-            produce.encode(&mut out, version).map_err(encode_err)?;
-            request.frame = Frame::from_wire(out.freeze());
+            request.frame = frame::encode_after_header(&body[..offset], &produce, version)
+                .map_err(|e| StageError::new(self.name(), e.to_string()))?;
             if !answers.is_empty() && request.expects_response() {
                 request.owing.push(Box::new(PolicyAnswers(answers)));
             }
