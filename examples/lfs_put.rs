@@ -87,7 +87,7 @@ async fn main() {
             topic: topic.clone(),
             partition: Some(0),
             key: None,
-            value: value.clone(),
+            value: Some(value.clone()),
             headers: vec![("LFS_BLOB".into(), Bytes::new())],
         };
         let mut via = Vec::new();

@@ -64,6 +64,10 @@ pub const UPSTREAM_REAUTH_TOTAL: &str = "kafka_lfs_proxy_upstream_reauthenticati
 pub const STORAGE_UP: &str = "kafka_lfs_proxy_storage_up";
 pub const RR_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_rr_requests_total";
 pub const RR_IN_FLIGHT: &str = "kafka_lfs_proxy_rr_in_flight";
+pub const SSE_STREAMS_OPEN: &str = "kafka_lfs_proxy_sse_streams_open";
+pub const SSE_STREAMS_ENDED_TOTAL: &str = "kafka_lfs_proxy_sse_streams_ended_total";
+pub const SSE_EVENTS_TOTAL: &str = "kafka_lfs_proxy_sse_events_total";
+pub const HTTP_ONE_WAY_RECORDS_TOTAL: &str = "kafka_lfs_proxy_http_one_way_records_total";
 pub const RR_REQUEST_SECONDS: &str = "kafka_lfs_proxy_rr_request_duration_seconds";
 pub const RR_KAFKA_ROUND_TRIP_SECONDS: &str = "kafka_lfs_proxy_rr_kafka_round_trip_seconds";
 pub const RR_TIMEOUTS_TOTAL: &str = "kafka_lfs_proxy_rr_timeouts_total";
@@ -157,6 +161,16 @@ fn describe() {
         "Request-reply calls, by route and outcome (reply, timeout, accepted, replayed, conflict, error)"
     );
     metrics::describe_gauge!(RR_IN_FLIGHT, "Request-reply calls waiting for their reply");
+    metrics::describe_gauge!(SSE_STREAMS_OPEN, "SSE streams open");
+    metrics::describe_counter!(
+        SSE_STREAMS_ENDED_TOTAL,
+        "SSE streams ended, by route and reason (client_gone, stalled, token_expired, shutdown, kafka_unavailable, storage_unavailable)"
+    );
+    metrics::describe_counter!(SSE_EVENTS_TOTAL, "Records sent as SSE events, by route");
+    metrics::describe_counter!(
+        HTTP_ONE_WAY_RECORDS_TOTAL,
+        "Records produced by one-way produce routes, by route"
+    );
     metrics::describe_histogram!(RR_REQUEST_SECONDS, "Request-reply call duration, by route");
     metrics::describe_histogram!(
         RR_KAFKA_ROUND_TRIP_SECONDS,

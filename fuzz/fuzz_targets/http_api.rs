@@ -88,6 +88,8 @@ fn fixture() -> &'static Fixture {
                     metrics: recorder.handle(),
                     jwt: None,
                     gateway: None,
+                    streams: None,
+                    one_way: None,
                     policies: Arc::new(kafka_lfs_proxy::policy::PolicyBook::none()),
                     upstream_health: Arc::new(Readiness::new("upstream", "fuzz_upstream_up")),
                     shutdown: trigger.subscribe(),

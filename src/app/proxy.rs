@@ -9,9 +9,12 @@ use anyhow::Context;
 use super::parts;
 use crate::config::{
     ClientSaslMode, HttpSettings, RehydrateSettings, RrSettings, Settings, StorageSettings,
-    UpstreamSettings,
+    StreamSettings, UpstreamSettings,
 };
+use crate::http::one_way::OneWay;
 use crate::http::request_reply::Gateway;
+use crate::http::sse::delivery::Objects;
+use crate::http::sse::{ConnectCluster, StreamSettings as SseSettings, Streams};
 use crate::http::{HttpConfig, Sidecar, SidecarParts};
 use crate::kafka::auth::credentials::Credentials;
 use crate::kafka::client::producer::Producer;
@@ -25,7 +28,8 @@ use crate::metrics;
 use crate::policy::PolicyBook;
 use crate::rr::listener::ReplyListener;
 use crate::rr::replies::ReplyBook;
-use crate::rr::routes::{HeaderRoute, RouteError, RouteTable};
+use crate::rr::routes::{HeaderRoute, Route, RouteFile, RouteTable};
+use crate::rr::stream_routes::StreamRoute;
 use crate::shutdown::ShutdownTrigger;
 use crate::stages::fetch_rehydration::RehydrateFor;
 use crate::stages::{
@@ -80,6 +84,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         storage,
         http,
         rr,
+        streams,
         rehydrate,
         policy,
         process,
@@ -108,6 +113,9 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         _ => None,
     };
     let http_tls = match http.tls()? {
+        Some(files) if streams.http2_enabled => {
+            Some(parts::server_tls(&files, &[b"h2", b"http/1.1"])?)
+        }
         Some(files) => Some(parts::server_tls(&files, &[b"http/1.1"])?),
         None => None,
     };
@@ -264,7 +272,17 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         "kafka-lfs-proxy listening"
     );
     tokio::spawn(Arc::clone(&proxy).health_loop());
-    let gateway = gateway(rr, upstream, &security).context("KAFSCALE_LFS_PROXY_RR_ROUTES_FILE")?;
+    let route_file = match &rr.rr_routes_file {
+        Some(path) => RouteFile::load(path, Duration::from_secs(rr.rr_timeout_sec))
+            .context("KAFSCALE_LFS_PROXY_RR_ROUTES_FILE")?,
+        None => RouteFile::default(),
+    };
+    let one_way = (!route_file.produce.is_empty()).then_some(OneWay {
+        routes: route_file.produce,
+        max_body: rr.rr_max_body_bytes,
+    });
+    let sse = stream_routes(route_file.streams, streams, upstream, &security, &lfs);
+    let gateway = gateway(rr, route_file.routes, upstream, &security);
     let sidecar = Sidecar::new(
         http_config(http, storage),
         SidecarParts {
@@ -273,6 +291,8 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
             metrics: prometheus,
             jwt: parts::http_jwt(http)?,
             gateway,
+            streams: sse,
+            one_way,
             policies,
             upstream_health: Arc::clone(&proxy.upstream_health),
             shutdown: trigger.subscribe(),
@@ -283,9 +303,12 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     let http_server = tokio::spawn(crate::http::serve::serve(
         http_listener,
         app,
-        http_tls,
+        crate::http::serve::ServeOptions {
+            tls: http_tls,
+            http2: streams.http2_enabled,
+            drain_timeout: process.shutdown_timeout(),
+        },
         trigger.subscribe(),
-        process.shutdown_timeout(),
     ));
 
     super::wait_for_signal().await;
@@ -349,25 +372,54 @@ fn http_config(http: &HttpSettings, storage: &StorageSettings) -> HttpConfig {
     }
 }
 
+/// SSE streams of the `streams:` routes; `None` when there are none.
+fn stream_routes(
+    routes: Vec<StreamRoute>,
+    settings: &StreamSettings,
+    upstream: &UpstreamSettings,
+    security: &Arc<UpstreamSecurity>,
+    lfs: &Lfs,
+) -> Option<Arc<Streams>> {
+    if routes.is_empty() {
+        return None;
+    }
+    let (upstream, security) = (upstream.clone(), Arc::clone(security));
+    let connect: ConnectCluster = Arc::new(move || parts::own_cluster(&upstream, &security));
+    Some(Arc::new(Streams::new(
+        routes,
+        SseSettings {
+            keep_alive: settings.keep_alive(),
+            fetch_wait: settings.fetch_wait(),
+            partition_max_bytes: settings.sse_partition_max_bytes,
+            challenge_before: settings.challenge_before(),
+            stall_timeout: settings.stall_timeout(),
+            max_per_caller: settings.sse_max_streams_per_caller,
+            max_streams: settings.sse_max_streams,
+        },
+        connect,
+        Objects {
+            store: lfs.store.clone(),
+            scope: lfs.envelope_scope(),
+        },
+    )))
+}
+
 /// The request-reply gateway the settings ask for, with its reply listener
 /// started; `None` when no route is configured.
 fn gateway(
     rr: &RrSettings,
+    routes: Vec<Route>,
     upstream: &UpstreamSettings,
     security: &Arc<UpstreamSecurity>,
-) -> Result<Option<Arc<Gateway>>, RouteError> {
+) -> Option<Arc<Gateway>> {
     let default_timeout = Duration::from_secs(rr.rr_timeout_sec);
-    let routes = match &rr.rr_routes_file {
-        Some(path) => RouteTable::load_routes(path, default_timeout)?,
-        None => Vec::new(),
-    };
     let header_route = rr.rr_header_route.then(|| HeaderRoute {
         default_request_topic: rr.rr_default_request_topic.clone(),
         default_reply_topic: rr.rr_default_reply_topic.clone(),
     });
     let table = RouteTable::new(routes, header_route, default_timeout);
     if table.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut topics = table.reply_topics();
     topics.extend(crate::config::trimmed(&rr.rr_warmup_topics));
@@ -383,12 +435,12 @@ fn gateway(
         (upstream.max_frame_size / 4).max(1 << 20),
         Duration::from_millis(rr.rr_fetch_wait_ms),
     );
-    Ok(Some(Arc::new(Gateway {
+    Some(Arc::new(Gateway {
         routes: table,
         book,
         listener,
         producer: Producer::new(parts::own_cluster(upstream, security)),
         max_body: rr.rr_max_body_bytes,
         max_wait: Duration::from_secs(rr.rr_max_wait_sec),
-    })))
+    }))
 }

@@ -11,6 +11,7 @@ mod process;
 mod rehydrate;
 mod rr;
 mod storage;
+mod streams;
 mod tls_files;
 mod upstream;
 mod values;
@@ -26,6 +27,7 @@ pub use process::{LogFormat, ProcessSettings};
 pub use rehydrate::RehydrateSettings;
 pub use rr::RrSettings;
 pub use storage::StorageSettings;
+pub use streams::StreamSettings;
 pub use tls_files::{ServerTlsFiles, TlsNames};
 pub use upstream::UpstreamSettings;
 use values::parse_positive;
@@ -163,6 +165,8 @@ pub struct Settings {
     pub http: HttpSettings,
     #[command(flatten)]
     pub rr: RrSettings,
+    #[command(flatten)]
+    pub streams: StreamSettings,
     #[command(flatten)]
     pub rehydrate: RehydrateSettings,
     #[command(flatten)]

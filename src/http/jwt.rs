@@ -28,6 +28,8 @@ pub enum JwtSetupError {
 pub struct Identity {
     pub issuer: Option<String>,
     pub subject: Option<String>,
+    /// `exp`: when the token expires (seconds since the Unix epoch).
+    pub expires_at: u64,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +38,8 @@ struct Claims {
     iss: Option<String>,
     #[serde(default)]
     sub: Option<String>,
+    /// A NumericDate may have a fraction.
+    exp: f64,
 }
 
 pub struct JwtVerifier {
@@ -99,6 +103,7 @@ impl JwtVerifier {
         Ok(Identity {
             issuer: data.claims.iss,
             subject: data.claims.sub,
+            expires_at: data.claims.exp.max(0.0) as u64,
         })
     }
 }
@@ -133,12 +138,14 @@ mod tests {
         let v = JwtVerifier::from_secret(b"s3cret")
             .require_issuer(&["idp".to_owned()])
             .require_audience(&["proxy".to_owned()]);
-        let good = json!({"sub": "alice", "iss": "idp", "aud": "proxy", "exp": now() + 60});
+        let exp = now() + 60;
+        let good = json!({"sub": "alice", "iss": "idp", "aud": "proxy", "exp": exp});
         assert_eq!(
             v.verify(&hs256(b"s3cret", good.clone())).unwrap(),
             Identity {
                 issuer: Some("idp".into()),
-                subject: Some("alice".into())
+                subject: Some("alice".into()),
+                expires_at: exp,
             }
         );
         assert!(v.verify(&hs256(b"other", good)).is_err(), "wrong key");

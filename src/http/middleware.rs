@@ -90,6 +90,10 @@ pub struct Authenticated {
     pub caller: Caller,
     /// The JWT's subject, when the caller showed a JWT.
     pub subject: Option<String>,
+    /// When the JWT shown expires (seconds since the Unix epoch); `None`
+    /// for API keys and anonymous callers. Long-lived SSE streams end then
+    /// unless renewed.
+    pub expires_at: Option<u64>,
 }
 
 /// Checks the request's credential: an API key (`X-API-Key`, or
@@ -99,6 +103,7 @@ pub fn authenticate(sidecar: &Sidecar, headers: &HeaderMap) -> Result<Authentica
     let anonymous = Authenticated {
         caller: Caller(None),
         subject: None,
+        expires_at: None,
     };
     if sidecar.api_keys.is_empty() && sidecar.jwt.is_none() {
         return Ok(anonymous);
@@ -122,6 +127,7 @@ pub fn authenticate(sidecar: &Sidecar, headers: &HeaderMap) -> Result<Authentica
                     Ok(Authenticated {
                         caller: Caller(Some(h.finalize().into())),
                         subject: identity.subject,
+                        expires_at: Some(identity.expires_at),
                     })
                 }
                 Err(error) => Err(ApiError::new(
@@ -166,6 +172,7 @@ pub fn authenticate(sidecar: &Sidecar, headers: &HeaderMap) -> Result<Authentica
     Ok(Authenticated {
         caller: Caller(Some(digest)),
         subject: None,
+        expires_at: None,
     })
 }
 

@@ -1,5 +1,7 @@
 //! The HTTP sidecar: the LFS API (produce, upload sessions, verified
-//! download), its OpenAPI document, health and metrics.
+//! download), the routes file's routes (request-reply, SSE streams,
+//! one-way produce; see `routed`), its OpenAPI document, health and
+//! metrics.
 //!
 //! Layers, outermost first: request id (and error rendering), CORS (so a
 //! browser's preflight is answered before authentication), metrics, then
@@ -11,10 +13,13 @@ pub mod download;
 pub mod error;
 pub mod jwt;
 pub mod middleware;
+pub mod one_way;
 pub mod policy;
 pub mod produce;
 pub mod request_reply;
+pub mod routed;
 pub mod serve;
+pub mod sse;
 pub mod target;
 pub mod uploads;
 
@@ -72,6 +77,10 @@ pub struct SidecarParts {
     pub jwt: Option<jwt::JwtVerifier>,
     /// Request-reply, when routes are configured.
     pub gateway: Option<Arc<request_reply::Gateway>>,
+    /// SSE streams, when stream routes are configured.
+    pub streams: Option<Arc<sse::Streams>>,
+    /// One-way produce, when produce routes are configured.
+    pub one_way: Option<one_way::OneWay>,
     /// Record policies, checked on every record the API produces.
     pub policies: Arc<PolicyBook>,
     /// Whether upstream Kafka answered its last check.
@@ -92,6 +101,8 @@ pub struct Sidecar {
     pub jwt: Option<jwt::JwtVerifier>,
     /// Request-reply, when routes are configured.
     pub gateway: Option<Arc<request_reply::Gateway>>,
+    pub streams: Option<Arc<sse::Streams>>,
+    pub one_way: Option<one_way::OneWay>,
     pub policies: Arc<PolicyBook>,
     upstream_health: Arc<Readiness>,
     storage_health: Readiness,
@@ -114,6 +125,8 @@ impl Sidecar {
             producer: parts.producer,
             metrics: parts.metrics,
             gateway: parts.gateway,
+            streams: parts.streams,
+            one_way: parts.one_way,
             policies: parts.policies,
             jwt: parts.jwt,
             upstream_health: parts.upstream_health,
@@ -196,7 +209,7 @@ pub fn router(sidecar: Arc<Sidecar>) -> Router {
         app = app.route(path, route);
     }
     let mut app = app
-        .fallback(request_reply::call)
+        .fallback(routed::dispatch)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::record_metrics));
     if let Some(cors) = cors_layer(&sidecar.config.cors_origins) {

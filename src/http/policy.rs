@@ -29,12 +29,13 @@ pub fn for_topic(book: &policy::PolicyBook, topic: &str) -> Option<Policy> {
     book.current().for_topic(topic).cloned()
 }
 
-/// Judges a record whose value is at hand (request-reply bodies).
+/// Judges a record whose value is at hand (request-reply and one-way
+/// produce bodies; `None`: a tombstone).
 pub fn check_record(
     policy: Option<&Policy>,
     key: Option<&[u8]>,
     headers: &[(String, Bytes)],
-    value: &[u8],
+    value: Option<&[u8]>,
 ) -> Result<(), ApiError> {
     let Some(policy) = policy else {
         return Ok(());
@@ -43,8 +44,8 @@ pub fn check_record(
     policy
         .check(&RecordView {
             key,
-            value: Some(value),
-            value_size: value.len() as u64,
+            value,
+            value_size: value.map_or(0, |v| v.len() as u64),
             headers: &HttpHeaders(headers),
             offloaded: false,
         })

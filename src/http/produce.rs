@@ -166,7 +166,7 @@ impl Sidecar {
             topic: target.topic.clone(),
             partition: target.partition,
             key: target.key.clone(),
-            value: Bytes::from(envelope.to_json()),
+            value: Some(Bytes::from(envelope.to_json())),
             headers: target.headers.clone(),
         };
         self.producer.produce(&record).await.map_err(produce_failed)

@@ -232,7 +232,7 @@ impl Gateway {
                 policy.as_ref(),
                 record.key.as_deref(),
                 &record.headers,
-                &record.value,
+                record.value.as_deref(),
             ) {
                 self.book.forget(&id);
                 return Err((e, "invalid"));
@@ -338,7 +338,7 @@ impl Gateway {
             topic: target.request_topic.clone(),
             partition: None,
             key: target.key.clone().map(Bytes::from),
-            value: body,
+            value: Some(body),
             headers,
         }
     }

@@ -131,13 +131,7 @@ pub fn from_headers(
         .filter(|c| !c.is_empty())
         .unwrap_or(DEFAULT_CONTENT_TYPE)
         .to_owned();
-    let record_headers = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let name = name.as_str().strip_prefix(RECORD_HEADER_PREFIX)?;
-            (!name.is_empty()).then(|| (name.to_owned(), Bytes::copy_from_slice(value.as_bytes())))
-        })
-        .collect();
+    let record_headers = record_headers(headers);
     Ok(ProduceTarget {
         topic,
         key,
@@ -145,6 +139,18 @@ pub fn from_headers(
         headers: record_headers,
         content_type,
     })
+}
+
+/// The record headers a request names: `X-Kafka-Header-<name>: value`
+/// (the name as HTTP delivers it, in lowercase).
+pub fn record_headers(headers: &HeaderMap) -> Vec<(String, Bytes)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = name.as_str().strip_prefix(RECORD_HEADER_PREFIX)?;
+            (!name.is_empty()).then(|| (name.to_owned(), Bytes::copy_from_slice(value.as_bytes())))
+        })
+        .collect()
 }
 
 pub fn checksum_from_headers(

@@ -5,9 +5,12 @@
 //! processor`). Nothing here knows HTTP serving.
 
 pub mod listener;
+pub mod path_pattern;
 pub mod processor;
 pub mod processor_config;
+pub mod produce_routes;
 pub mod replies;
 pub mod routes;
+pub mod stream_routes;
 pub mod trace_context;
 pub mod wire;

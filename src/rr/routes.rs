@@ -12,11 +12,17 @@
 //!     key: "order-{id}"           # record key from path parameters (optional)
 //! ```
 //!
+//! The same file holds SSE streams (`streams:`, see `stream_routes`) and
+//! one-way produce routes (`produce:`, see `produce_routes`).
+//!
 //! The first matching route wins. Requests that match none can be routed
 //! by headers as kafka-http-proxy does behind nginx: `X-Kafka-Topic` and
 //! `X-Kafka-Reply-Topic`, defaulting to `common-requests` and
 //! `common-responses`.
 
+use super::path_pattern::{PathPattern, Template};
+use super::produce_routes::{ProduceRoute, ProduceRouteSpec};
+use super::stream_routes::{StreamRoute, StreamRouteSpec};
 use crate::kafka::wire::topic::{check_topic_name, MAX_TOPIC_NAME_LENGTH};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -42,28 +48,75 @@ pub struct RouteSpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RouteFile {
+struct RouteFileSpec {
+    #[serde(default)]
     routes: Vec<RouteSpec>,
+    #[serde(default)]
+    streams: Vec<StreamRouteSpec>,
+    #[serde(default)]
+    produce: Vec<ProduceRouteSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param(String),
-    Rest(String),
+/// Every route of a routes file, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct RouteFile {
+    /// Request-reply routes.
+    pub routes: Vec<Route>,
+    /// SSE streams of a topic.
+    pub streams: Vec<StreamRoute>,
+    /// One-way produce.
+    pub produce: Vec<ProduceRoute>,
+}
+
+impl RouteFile {
+    /// Reads a routes file; `timeout` applies where a request-reply route
+    /// names none. Errors name the section and index of the bad route.
+    pub fn load(path: &Path, default_timeout: Duration) -> Result<RouteFile, RouteError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| RouteError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: RouteFileSpec =
+            serde_yaml_ng::from_str(&text).map_err(|e| RouteError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        let invalid = |section: &str, i: usize, message: String| RouteError::Invalid {
+            path: shown.clone(),
+            message: format!("{section}[{i}]: {message}"),
+        };
+        Ok(RouteFile {
+            routes: compile_all(file.routes, |s| Route::compile(s, default_timeout))
+                .map_err(|(i, m)| invalid("routes", i, m))?,
+            streams: compile_all(file.streams, StreamRoute::compile)
+                .map_err(|(i, m)| invalid("streams", i, m))?,
+            produce: compile_all(file.produce, ProduceRoute::compile)
+                .map_err(|(i, m)| invalid("produce", i, m))?,
+        })
+    }
+}
+
+fn compile_all<S, R>(
+    specs: Vec<S>,
+    compile: impl Fn(S) -> Result<R, String>,
+) -> Result<Vec<R>, (usize, String)> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| compile(spec).map_err(|m| (i, m)))
+        .collect()
 }
 
 /// A route ready to match.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// The path pattern as written; the metrics label.
-    pub name: String,
-    segments: Vec<Segment>,
+    pattern: PathPattern,
     methods: Vec<http::Method>,
     pub request_topic: String,
     pub reply_topic: String,
     pub timeout: Duration,
-    key: Option<String>,
+    key: Option<Template>,
 }
 
 /// What a request matched.
@@ -118,29 +171,6 @@ impl RouteTable {
         }
     }
 
-    /// Reads a route file; `timeout` applies where a route names none.
-    pub fn load_routes(path: &Path, default_timeout: Duration) -> Result<Vec<Route>, RouteError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| RouteError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let file: RouteFile = serde_yaml_ng::from_str(&text).map_err(|e| RouteError::Invalid {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
-        file.routes
-            .into_iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                Route::compile(spec, default_timeout).map_err(|message| RouteError::Invalid {
-                    path: shown.clone(),
-                    message: format!("routes[{i}]: {message}"),
-                })
-            })
-            .collect()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty() && self.header_route.is_none()
     }
@@ -188,57 +218,15 @@ impl RouteTable {
 
 impl Route {
     pub fn compile(spec: RouteSpec, default_timeout: Duration) -> Result<Route, String> {
-        let Some(rest) = spec.path.strip_prefix('/') else {
-            return Err(format!("path {:?} must start with /", spec.path));
-        };
-        let mut segments = Vec::new();
-        let mut names = BTreeSet::new();
-        let parts: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
-        for (i, part) in parts.iter().enumerate() {
-            let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                Some(name) if name.starts_with('*') => {
-                    if i + 1 != parts.len() {
-                        return Err(format!("{{{name}}} must be the last segment"));
-                    }
-                    Segment::Rest(name[1..].to_owned())
-                }
-                Some(name) => Segment::Param(name.to_owned()),
-                None if part.contains(['{', '}']) => {
-                    return Err(format!(
-                        "segment {part:?}: a parameter must be a whole segment"
-                    ))
-                }
-                None => Segment::Literal((*part).to_owned()),
-            };
-            if let Segment::Param(n) | Segment::Rest(n) = &segment {
-                if n.is_empty() || !names.insert(n.clone()) {
-                    return Err(format!("parameter {n:?} is empty or repeated"));
-                }
-            }
-            segments.push(segment);
-        }
-        if let Some(key) = &spec.key {
-            for name in template_names(key)? {
-                if !names.contains(&name) {
-                    return Err(format!("key template names {{{name}}}, not in the path"));
-                }
-            }
-        }
-        let methods = spec
-            .methods
-            .iter()
-            .map(|m| {
-                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| format!("method {m:?} is not an HTTP method"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let pattern = PathPattern::parse(&spec.path)?;
+        let key = spec
+            .key
+            .as_deref()
+            .map(|k| Template::parse(k, &pattern, "key template"))
+            .transpose()?;
+        let methods = parse_methods(&spec.methods)?;
         for topic in [&spec.request_topic, &spec.reply_topic] {
-            check_topic_name(topic, MAX_TOPIC_NAME_LENGTH)
-                .map_err(|e| format!("topic {topic:?}: {e}"))?;
+            check_topic(topic)?;
         }
         let timeout = match spec.timeout {
             None => default_timeout,
@@ -246,93 +234,51 @@ impl Route {
             Some(t) => return Err(format!("timeout {t} is not in (0, 3600] seconds")),
         };
         Ok(Route {
-            name: spec.path,
-            segments,
+            pattern,
             methods,
             request_topic: spec.request_topic,
             reply_topic: spec.reply_topic,
             timeout,
-            key: spec.key,
+            key,
         })
+    }
+
+    /// The path pattern as written; the metrics label.
+    pub fn name(&self) -> &str {
+        self.pattern.as_str()
     }
 
     fn matches(&self, method: &http::Method, path: &str) -> Option<RouteTarget> {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return None;
         }
-        let rest = path.strip_prefix('/')?;
-        let parts: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
-        let mut params: Vec<(&str, String)> = Vec::new();
-        let mut i = 0;
-        for segment in &self.segments {
-            match segment {
-                Segment::Literal(l) => {
-                    if parts.get(i) != Some(&l.as_str()) {
-                        return None;
-                    }
-                }
-                Segment::Param(n) => {
-                    let value = parts.get(i).filter(|v| !v.is_empty())?;
-                    params.push((n, decode_segment(value)));
-                }
-                Segment::Rest(n) => {
-                    params.push((n, decode_segment(&parts[i.min(parts.len())..].join("/"))));
-                    i = parts.len();
-                    break;
-                }
-            }
-            i += 1;
-        }
-        if i != parts.len() {
-            return None;
-        }
-        let key = self.key.as_ref().map(|template| fill(template, &params));
+        let params = self.pattern.matches(path)?;
         Some(RouteTarget {
-            route: self.name.clone(),
+            route: self.name().to_owned(),
             request_topic: self.request_topic.clone(),
             reply_topic: self.reply_topic.clone(),
             timeout: self.timeout,
-            key,
+            key: self.key.as_ref().map(|t| t.fill(&params)),
         })
     }
 }
 
-/// Percent-decodes one path piece (invalid escapes stay as written).
-fn decode_segment(raw: &str) -> String {
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8_lossy()
-        .into_owned()
+/// HTTP methods as written in a route (any case).
+pub fn parse_methods(methods: &[String]) -> Result<Vec<http::Method>, String> {
+    methods
+        .iter()
+        .map(|m| {
+            http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("method {m:?} is not an HTTP method"))
+        })
+        .collect()
 }
 
-fn template_names(template: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        let end = rest[start..]
-            .find('}')
-            .ok_or_else(|| format!("key template {template:?} has an unclosed {{"))?;
-        out.push(
-            rest[start + 1..start + end]
-                .trim_start_matches('*')
-                .to_owned(),
-        );
-        rest = &rest[start + end + 1..];
-    }
-    Ok(out)
-}
-
-fn fill(template: &str, params: &[(&str, String)]) -> String {
-    let mut out = template.to_owned();
-    for (name, value) in params {
-        out = out
-            .replace(&format!("{{{name}}}"), value)
-            .replace(&format!("{{*{name}}}"), value);
-    }
-    out
+/// A topic named in the routes file.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    check_topic_name(topic, MAX_TOPIC_NAME_LENGTH)
+        .map(|_| ())
+        .map_err(|e| format!("topic {topic:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -448,10 +394,17 @@ mod tests {
             "routes:\n  - path: /orders/{id}\n    methods: [GET]\n    request_topic: o-req\n    reply_topic: o-rep\n    timeout: 2.5\n    key: \"{id}\"\n",
         )
         .unwrap();
-        let routes = RouteTable::load_routes(&path, Duration::from_secs(30)).unwrap();
-        assert_eq!(routes[0].timeout, Duration::from_millis(2500));
+        let file = RouteFile::load(&path, Duration::from_secs(30)).unwrap();
+        assert_eq!(file.routes[0].timeout, Duration::from_millis(2500));
         std::fs::write(&path, "routes:\n  - path: /x\n    request_topc: a\n").unwrap();
-        let err = RouteTable::load_routes(&path, Duration::from_secs(30)).unwrap_err();
+        let err = RouteFile::load(&path, Duration::from_secs(30)).unwrap_err();
         assert!(err.to_string().contains("request_topc"), "{err}");
+        std::fs::write(
+            &path,
+            "streams:\n  - path: /s/{d}\n    topic: t\nproduce:\n  - path: /p\n    topic: t\n  - path: /q\n    topic: \"bad topic\"\n",
+        )
+        .unwrap();
+        let err = RouteFile::load(&path, Duration::from_secs(30)).unwrap_err();
+        assert!(err.to_string().contains("produce[1]"), "{err}");
     }
 }

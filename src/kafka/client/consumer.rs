@@ -54,6 +54,17 @@ struct Assigned {
     reset: StartAt,
 }
 
+/// A partition whose position fell out of the log (retention deleted the
+/// records, or the position was past the end) and was moved by its reset
+/// rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionReset {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
 /// Positions on a set of partitions; not shared (one task polls it).
 pub struct PartitionConsumer {
     cluster: Arc<Cluster>,
@@ -61,6 +72,8 @@ pub struct PartitionConsumer {
     max_wait: Duration,
     partition_max_bytes: i32,
     stale_leaders: bool,
+    /// Resets since the last `take_resets`, when the owner asked for them.
+    resets: Option<Vec<PositionReset>>,
 }
 
 impl PartitionConsumer {
@@ -71,7 +84,20 @@ impl PartitionConsumer {
             max_wait,
             partition_max_bytes: partition_max_bytes.min(i32::MAX as usize) as i32,
             stale_leaders: false,
+            resets: None,
         }
+    }
+
+    /// Keeps every position reset for [`take_resets`](Self::take_resets)
+    /// (for owners that must tell someone records were skipped).
+    pub fn reporting_resets(mut self) -> Self {
+        self.resets = Some(Vec::new());
+        self
+    }
+
+    /// The resets since the last call (none unless `reporting_resets`).
+    pub fn take_resets(&mut self) -> Vec<PositionReset> {
+        self.resets.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The partitions of each topic with their leaders; `create` asks the
@@ -255,12 +281,20 @@ impl PartitionConsumer {
                 out.extend(records);
             }
             FetchOutcome::Error(OFFSET_OUT_OF_RANGE) => {
-                let (leader, reset) = (assigned.leader, assigned.reset);
+                let (leader, reset, from) = (assigned.leader, assigned.reset, assigned.position);
                 match self.resolve(leader, &id.0, id.1, reset).await {
                     Ok(position) => {
                         tracing::warn!(topic = %id.0, partition = id.1, position, "offset out of range; reset");
                         if let Some(a) = self.partitions.get_mut(&id) {
                             a.position = position;
+                        }
+                        if let Some(resets) = self.resets.as_mut() {
+                            resets.push(PositionReset {
+                                topic: Arc::clone(&id.0),
+                                partition: id.1,
+                                from,
+                                to: position,
+                            });
                         }
                     }
                     Err(_) => self.stale_leaders = true,

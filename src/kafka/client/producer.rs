@@ -40,7 +40,8 @@ pub struct OutgoingRecord {
     pub topic: String,
     pub partition: Option<i32>,
     pub key: Option<Bytes>,
-    pub value: Bytes,
+    /// `None`: a tombstone (a delete on a compacted topic).
+    pub value: Option<Bytes>,
     pub headers: Vec<(String, Bytes)>,
 }
 
@@ -285,7 +286,7 @@ fn encode_batch(record: &OutgoingRecord) -> Result<Bytes, ProduceError> {
         sequence: -1,
         timestamp,
         key: record.key.clone(),
-        value: Some(record.value.clone()),
+        value: record.value.clone(),
         headers,
     };
     crate::kafka::wire::batches::encode_v2(std::slice::from_ref(&r), Compression::None)

@@ -118,7 +118,7 @@ impl Processor {
             topic: reply_to.clone(),
             partition: None,
             key: record.key.clone(),
-            value: body,
+            value: Some(body),
             headers: reply_headers,
         };
         let replied = self.producer.produce(&reply).await;
@@ -296,7 +296,7 @@ impl Processor {
             topic: topic.clone(),
             partition: None,
             key: record.key.clone(),
-            value: record.value.clone().unwrap_or_default(),
+            value: record.value.clone(),
             headers,
         };
         match self.producer.produce(&letter).await {

@@ -75,7 +75,7 @@ pub async fn write(
             topic: dead_letter_topic.to_owned(),
             partition: None,
             key: b.record.key.clone(),
-            value: b.record.value.clone().unwrap_or_default(),
+            value: b.record.value.clone(),
             headers,
         };
         if let Err(error) = producer.produce(&record).await {
