@@ -5,7 +5,9 @@
 //!   route's `start` (latest by default); with one, exactly after the
 //!   event that carried it, on any replica (see `position`). A position
 //!   that retention has deleted resumes at the earliest record still kept,
-//!   after a `gap` event naming the partition and both offsets.
+//!   after a `gap` event naming the partition and both offsets; the same
+//!   happens when retention overtakes an open stream, or for a position
+//!   past the log end (the broker answers OFFSET_OUT_OF_RANGE).
 //! - `POST` with `Content-Type: application/x-challenge-response` and a
 //!   fresh bearer JWT renews the caller's open streams (see `registry`).
 //! - Each stream is its own Kafka consumer (its own broker connections,
@@ -29,7 +31,7 @@ use super::error::ApiError;
 use super::middleware;
 use super::Sidecar;
 use crate::kafka::client::cluster::Cluster;
-use crate::kafka::client::consumer::{PartitionConsumer, StartAt};
+use crate::kafka::client::consumer::{PartitionConsumer, PositionReset, StartAt};
 use crate::rr::stream_routes::{StreamRoute, StreamTarget};
 use delivery::Objects;
 use position::StreamPosition;
@@ -156,19 +158,28 @@ impl Streams {
             ));
         };
         let count = partitions.len();
-        let (named, fresh): (Vec<_>, Vec<_>) = (0..count as i32)
-            .map(|p| {
-                (
-                    route.topic.clone(),
-                    p,
-                    resume.as_ref().and_then(|r| r.get(p)),
-                )
-            })
-            .partition(|(_, _, at)| at.is_some());
         if let Some(resume) = &resume {
             resume
                 .fits(count)
                 .map_err(|e| ApiError::bad_request("invalid_last_event_id", e.to_string()))?;
+        }
+        let mut gaps = Vec::new();
+        let mut named = Vec::new();
+        let mut fresh = Vec::new();
+        for &(partition, leader) in partitions {
+            let Some(at) = resume.as_ref().and_then(|r| r.get(partition)) else {
+                fresh.push((route.topic.clone(), partition, None));
+                continue;
+            };
+            let at = match out_of_log(&consumer, leader, &route.topic, partition, at).await? {
+                Some(gap) => {
+                    let to = gap.to;
+                    gaps.push(gap);
+                    to
+                }
+                None => at,
+            };
+            named.push((route.topic.clone(), partition, Some(at)));
         }
         // Named positions fall back to the earliest record when retention
         // deleted them; partitions an id does not name are newer than it.
@@ -204,6 +215,7 @@ impl Streams {
                     stall_timeout: self.settings.stall_timeout,
                 },
                 shutdown: sidecar.shutdown.clone(),
+                gaps,
                 out,
             }
             .run(),
@@ -225,6 +237,36 @@ impl Streams {
     }
 }
 
+/// A gap when retention has deleted the record at `at`: the stream
+/// resumes at the log start. (A position past the log end, from before the
+/// topic was recreated, is left to the broker: Kafka answers the Fetch
+/// with OFFSET_OUT_OF_RANGE and the consumer resets it to the log start,
+/// with the same `gap` event. The log end is not checked here because
+/// some brokers (tansu) report it short after multi-record batches.)
+async fn out_of_log(
+    consumer: &PartitionConsumer,
+    leader: i32,
+    topic: &str,
+    partition: i32,
+    at: i64,
+) -> Result<Option<PositionReset>, ApiError> {
+    let start = consumer
+        .log_start(leader, topic, partition)
+        .await
+        .map_err(kafka_unavailable)?;
+    Ok(deleted(at, start).then(|| PositionReset {
+        topic: Arc::from(topic),
+        partition,
+        from: at,
+        to: start,
+    }))
+}
+
+/// Whether the record at `at` is gone: before the log start.
+fn deleted(at: i64, log_start: i64) -> bool {
+    at < log_start
+}
+
 fn is_challenge_response(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -240,4 +282,27 @@ fn kafka_unavailable(error: impl std::fmt::Display) -> ApiError {
         "Kafka is unavailable; retry later",
     )
     .with_detail(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_positions_before_the_log_start_are_gaps() {
+        assert!(deleted(3, 10));
+        assert!(!deleted(10, 10), "the log start itself is kept");
+        assert!(!deleted(50, 10));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-Challenge-Response; charset=utf-8"),
+        );
+        assert!(is_challenge_response(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_challenge_response(&h));
+    }
 }

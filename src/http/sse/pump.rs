@@ -24,7 +24,7 @@ use super::delivery::{deliver, Delivery, Objects};
 use super::frame;
 use super::position::StreamPosition;
 use super::registry::OpenStream;
-use crate::kafka::client::consumer::PartitionConsumer;
+use crate::kafka::client::consumer::{PartitionConsumer, PositionReset};
 use crate::metrics as m;
 use crate::rr::stream_routes::{RecordFilter, StreamRoute};
 use crate::shutdown::Shutdown;
@@ -49,6 +49,8 @@ pub struct Pump {
     pub ticket: OpenStream,
     pub settings: PumpSettings,
     pub shutdown: Shutdown,
+    /// Positions found outside the log when the stream opened.
+    pub gaps: Vec<PositionReset>,
     pub out: mpsc::Sender<Bytes>,
 }
 
@@ -106,6 +108,11 @@ impl Pump {
         if let Err(end) = self.send(frame::progress(&sent_id)).await {
             return end;
         }
+        for gap in std::mem::take(&mut self.gaps) {
+            if let Err(end) = self.send(gap_event(&sent_id, &gap)).await {
+                return end;
+            }
+        }
         let mut last_write = Instant::now();
         let mut challenged_for = None;
         let mut failures = 0u32;
@@ -153,13 +160,7 @@ impl Pump {
                 // Retention deleted records this stream had not read yet.
                 self.position.set(reset.partition, reset.to);
                 sent_id = self.position.to_string();
-                let data = serde_json::json!({
-                    "partition": reset.partition,
-                    "requested_offset": reset.from,
-                    "resumed_offset": reset.to,
-                })
-                .to_string();
-                if let Err(end) = self.send(frame::event(&sent_id, "gap", &data)).await {
+                if let Err(end) = self.send(gap_event(&sent_id, &reset)).await {
                     return end;
                 }
                 last_write = Instant::now();
@@ -206,6 +207,17 @@ impl Pump {
             }
         }
     }
+}
+
+/// The `gap` event: records between two offsets were not delivered.
+fn gap_event(id: &str, gap: &PositionReset) -> Bytes {
+    let data = serde_json::json!({
+        "partition": gap.partition,
+        "requested_offset": gap.from,
+        "resumed_offset": gap.to,
+    })
+    .to_string();
+    frame::event(id, "gap", &data)
 }
 
 /// The `challenge` event: how to present a fresh token before `expiry`.

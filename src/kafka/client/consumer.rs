@@ -379,6 +379,18 @@ impl PartitionConsumer {
         Ok(out)
     }
 
+    /// The log start offset of a partition led by `leader` (as
+    /// `partition_counts` lists them): the earliest record retention kept.
+    pub async fn log_start(
+        &self,
+        leader: i32,
+        topic: &str,
+        partition: i32,
+    ) -> Result<i64, CallError> {
+        self.resolve(leader, topic, partition, StartAt::Earliest)
+            .await
+    }
+
     /// The offset `start` names on one partition.
     async fn resolve(
         &self,
