@@ -132,7 +132,12 @@ fn link(stored: &[u8], envelope: &EnvelopeRef) -> serde_json::Value {
             serde_json::json!({
                 "method": "POST",
                 "path": "/lfs/download",
-                "body": {"bucket": envelope.bucket, "key": envelope.key, "mode": "stream"},
+                "body": {
+                    "bucket": envelope.bucket,
+                    "key": envelope.key,
+                    "mode": "stream",
+                    "integrity": {"sha256": envelope.sha256, "size": envelope.size},
+                },
             }),
         );
     }
