@@ -90,6 +90,7 @@ fn fixture() -> &'static Fixture {
                     gateway: None,
                     streams: None,
                     one_way: None,
+                    cached: None,
                     policies: Arc::new(kafka_lfs_proxy::policy::PolicyBook::none()),
                     upstream_health: Arc::new(Readiness::new("upstream", "fuzz_upstream_up")),
                     shutdown: trigger.subscribe(),

@@ -2,6 +2,7 @@
 //! Each part gets its own small config (`RelayConfig`, `HttpConfig`, ...),
 //! never the whole settings. Errors here are the binary's edge (`anyhow`).
 
+mod http_routes;
 mod parts;
 mod processor;
 mod proxy;

@@ -6,30 +6,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::parts;
-use crate::config::{
-    ClientSaslMode, HttpSettings, RehydrateSettings, RrSettings, Settings, StorageSettings,
-    StreamSettings, UpstreamSettings,
-};
+use super::{http_routes, parts};
+use crate::config::{ClientSaslMode, HttpSettings, RehydrateSettings, Settings, StorageSettings};
 use crate::http::one_way::OneWay;
-use crate::http::request_reply::Gateway;
-use crate::http::sse::delivery::Objects;
-use crate::http::sse::{ConnectCluster, StreamSettings as SseSettings, Streams};
 use crate::http::{HttpConfig, Sidecar, SidecarParts};
 use crate::kafka::auth::credentials::Credentials;
 use crate::kafka::client::producer::Producer;
 use crate::kafka::relay::chain::Chain;
 use crate::kafka::relay::listeners::BrokerListeners;
 use crate::kafka::relay::proxy::{Proxy, RelayConfig};
-use crate::kafka::relay::upstream::UpstreamSecurity;
 use crate::lfs::rehydrate::Rehydrator;
 use crate::lfs::Lfs;
 use crate::metrics;
 use crate::policy::PolicyBook;
-use crate::rr::listener::ReplyListener;
-use crate::rr::replies::ReplyBook;
-use crate::rr::routes::{HeaderRoute, Route, RouteFile, RouteTable};
-use crate::rr::stream_routes::StreamRoute;
+use crate::rr::routes::RouteFile;
 use crate::shutdown::ShutdownTrigger;
 use crate::stages::fetch_rehydration::RehydrateFor;
 use crate::stages::{
@@ -281,8 +271,16 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         routes: route_file.produce,
         max_body: rr.rr_max_body_bytes,
     });
-    let sse = stream_routes(route_file.streams, streams, upstream, &security, &lfs);
-    let gateway = gateway(rr, route_file.routes, upstream, &security);
+    let sse = http_routes::stream_routes(route_file.streams, streams, upstream, &security, &lfs);
+    let cached = http_routes::cached_reads(
+        route_file.cached,
+        streams,
+        rr,
+        upstream,
+        &security,
+        &trigger,
+    );
+    let gateway = http_routes::gateway(rr, route_file.routes, upstream, &security);
     let sidecar = Sidecar::new(
         http_config(http, storage),
         SidecarParts {
@@ -293,6 +291,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
             gateway,
             streams: sse,
             one_way,
+            cached,
             policies,
             upstream_health: Arc::clone(&proxy.upstream_health),
             shutdown: trigger.subscribe(),
@@ -370,77 +369,4 @@ fn http_config(http: &HttpSettings, storage: &StorageSettings) -> HttpConfig {
         part_size: storage.chunk_size as u64,
         cors_origins: http.http_cors_origins(),
     }
-}
-
-/// SSE streams of the `streams:` routes; `None` when there are none.
-fn stream_routes(
-    routes: Vec<StreamRoute>,
-    settings: &StreamSettings,
-    upstream: &UpstreamSettings,
-    security: &Arc<UpstreamSecurity>,
-    lfs: &Lfs,
-) -> Option<Arc<Streams>> {
-    if routes.is_empty() {
-        return None;
-    }
-    let (upstream, security) = (upstream.clone(), Arc::clone(security));
-    let connect: ConnectCluster = Arc::new(move || parts::own_cluster(&upstream, &security));
-    Some(Arc::new(Streams::new(
-        routes,
-        SseSettings {
-            keep_alive: settings.keep_alive(),
-            fetch_wait: settings.fetch_wait(),
-            partition_max_bytes: settings.sse_partition_max_bytes,
-            challenge_before: settings.challenge_before(),
-            stall_timeout: settings.stall_timeout(),
-            max_per_caller: settings.sse_max_streams_per_caller,
-            max_streams: settings.sse_max_streams,
-        },
-        connect,
-        Objects {
-            store: lfs.store.clone(),
-            scope: lfs.envelope_scope(),
-        },
-    )))
-}
-
-/// The request-reply gateway the settings ask for, with its reply listener
-/// started; `None` when no route is configured.
-fn gateway(
-    rr: &RrSettings,
-    routes: Vec<Route>,
-    upstream: &UpstreamSettings,
-    security: &Arc<UpstreamSecurity>,
-) -> Option<Arc<Gateway>> {
-    let default_timeout = Duration::from_secs(rr.rr_timeout_sec);
-    let header_route = rr.rr_header_route.then(|| HeaderRoute {
-        default_request_topic: rr.rr_default_request_topic.clone(),
-        default_reply_topic: rr.rr_default_reply_topic.clone(),
-    });
-    let table = RouteTable::new(routes, header_route, default_timeout);
-    if table.is_empty() {
-        return None;
-    }
-    let mut topics = table.reply_topics();
-    topics.extend(crate::config::trimmed(&rr.rr_warmup_topics));
-    let book = Arc::new(ReplyBook::new(
-        Duration::from_secs(rr.rr_reply_ttl_sec),
-        rr.rr_reply_cache_bytes,
-    ));
-    let listener = ReplyListener::start(
-        Arc::new(parts::own_cluster(upstream, security)),
-        Arc::clone(&book),
-        topics,
-        rr.rr_max_reply_topics,
-        (upstream.max_frame_size / 4).max(1 << 20),
-        Duration::from_millis(rr.rr_fetch_wait_ms),
-    );
-    Some(Arc::new(Gateway {
-        routes: table,
-        book,
-        listener,
-        producer: Producer::new(parts::own_cluster(upstream, security)),
-        max_body: rr.rr_max_body_bytes,
-        max_wait: Duration::from_secs(rr.rr_max_wait_sec),
-    }))
 }

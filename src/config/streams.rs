@@ -1,5 +1,5 @@
-//! HTTP stream settings: SSE streams of topics (the `streams:` routes) and
-//! HTTP/2.
+//! HTTP stream settings: SSE streams of topics (the `streams:` routes),
+//! cached reads (the `cached:` routes) and HTTP/2.
 
 use std::time::Duration;
 
@@ -40,6 +40,11 @@ pub struct StreamSettings {
     /// SSE streams one proxy serves at once.
     #[arg(long, env = "KAFSCALE_LFS_PROXY_SSE_MAX_STREAMS", default_value_t = 1000, value_parser = parse_positive::<usize>)]
     pub sse_max_streams: usize,
+
+    /// Bytes of keys and latest values one cached-read view (one topic of
+    /// the `cached:` routes) may hold; beyond, its reads are 503.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_CACHED_MAX_BYTES", default_value_t = 64 << 20, value_parser = parse_positive::<usize>)]
+    pub cached_max_bytes: usize,
 
     /// Serve HTTP/2 besides HTTP/1.1: h2c with prior knowledge on plain
     /// TCP, ALPN `h2` over TLS.

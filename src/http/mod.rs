@@ -9,6 +9,7 @@
 //! `/metrics` and `/openapi.yaml` need no key.
 
 pub mod body;
+pub mod cached;
 pub mod download;
 pub mod error;
 pub mod jwt;
@@ -81,6 +82,8 @@ pub struct SidecarParts {
     pub streams: Option<Arc<sse::Streams>>,
     /// One-way produce, when produce routes are configured.
     pub one_way: Option<one_way::OneWay>,
+    /// Cached reads, when cached routes are configured.
+    pub cached: Option<cached::CachedReads>,
     /// Record policies, checked on every record the API produces.
     pub policies: Arc<PolicyBook>,
     /// Whether upstream Kafka answered its last check.
@@ -103,6 +106,7 @@ pub struct Sidecar {
     pub gateway: Option<Arc<request_reply::Gateway>>,
     pub streams: Option<Arc<sse::Streams>>,
     pub one_way: Option<one_way::OneWay>,
+    pub cached: Option<cached::CachedReads>,
     pub policies: Arc<PolicyBook>,
     upstream_health: Arc<Readiness>,
     storage_health: Readiness,
@@ -127,6 +131,7 @@ impl Sidecar {
             gateway: parts.gateway,
             streams: parts.streams,
             one_way: parts.one_way,
+            cached: parts.cached,
             policies: parts.policies,
             jwt: parts.jwt,
             upstream_health: parts.upstream_health,

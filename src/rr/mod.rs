@@ -4,6 +4,7 @@
 //! HTTP backend for each request (the processor, `kafka-lfs-proxy
 //! processor`). Nothing here knows HTTP serving.
 
+pub mod cached_routes;
 pub mod listener;
 pub mod path_pattern;
 pub mod processor;

@@ -12,14 +12,16 @@
 //!     key: "order-{id}"           # record key from path parameters (optional)
 //! ```
 //!
-//! The same file holds SSE streams (`streams:`, see `stream_routes`) and
-//! one-way produce routes (`produce:`, see `produce_routes`).
+//! The same file holds SSE streams (`streams:`, see `stream_routes`),
+//! one-way produce routes (`produce:`, see `produce_routes`) and cached
+//! reads of compacted topics (`cached:`, see `cached_routes`).
 //!
 //! The first matching route wins. Requests that match none can be routed
 //! by headers as kafka-http-proxy does behind nginx: `X-Kafka-Topic` and
 //! `X-Kafka-Reply-Topic`, defaulting to `common-requests` and
 //! `common-responses`.
 
+use super::cached_routes::{CachedRoute, CachedRouteSpec};
 use super::path_pattern::{PathPattern, Template};
 use super::produce_routes::{ProduceRoute, ProduceRouteSpec};
 use super::stream_routes::{StreamRoute, StreamRouteSpec};
@@ -55,6 +57,8 @@ struct RouteFileSpec {
     streams: Vec<StreamRouteSpec>,
     #[serde(default)]
     produce: Vec<ProduceRouteSpec>,
+    #[serde(default)]
+    cached: Vec<CachedRouteSpec>,
 }
 
 /// Every route of a routes file, by kind.
@@ -66,6 +70,8 @@ pub struct RouteFile {
     pub streams: Vec<StreamRoute>,
     /// One-way produce.
     pub produce: Vec<ProduceRoute>,
+    /// Cached reads of compacted topics.
+    pub cached: Vec<CachedRoute>,
 }
 
 impl RouteFile {
@@ -93,6 +99,8 @@ impl RouteFile {
                 .map_err(|(i, m)| invalid("streams", i, m))?,
             produce: compile_all(file.produce, ProduceRoute::compile)
                 .map_err(|(i, m)| invalid("produce", i, m))?,
+            cached: compile_all(file.cached, CachedRoute::compile)
+                .map_err(|(i, m)| invalid("cached", i, m))?,
         })
     }
 }

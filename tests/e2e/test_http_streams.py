@@ -50,7 +50,17 @@ streams:
     topic: {docs}
     lfs: link
     start: earliest
+cached:
+  - path: /config/{{device}}
+    topic: {config}
+    key: "{{device}}"
+  - path: /config
+    topic: {config}
 produce:
+  - path: /config/{{device}}
+    methods: [PUT, DELETE]
+    topic: {config}
+    key: "{{device}}"
   - path: /devices/{{device}}/commands
     topic: {commands}
     key: "{{device}}"
@@ -164,9 +174,10 @@ def topics(tansu):
     from confluent_kafka.admin import AdminClient, NewTopic
 
     names = {"topic": "sse-" + uuid.uuid4().hex[:8], "commands": "cmd-" + uuid.uuid4().hex[:8],
-             "docs": "docs-" + uuid.uuid4().hex[:8]}
+             "docs": "docs-" + uuid.uuid4().hex[:8], "config": "config-" + uuid.uuid4().hex[:8]}
     admin = AdminClient({"bootstrap.servers": tansu.address})
-    new = [NewTopic(names["topic"], 3, 1), NewTopic(names["commands"], 1, 1), NewTopic(names["docs"], 1, 1)]
+    new = [NewTopic(names["topic"], 3, 1), NewTopic(names["commands"], 1, 1), NewTopic(names["docs"], 1, 1),
+           NewTopic(names["config"], 2, 1, config={"cleanup.policy": "compact"})]
     for f in admin.create_topics(new).values():
         f.result(15)
     return names
@@ -292,6 +303,70 @@ def test_lfs_records_are_sent_verified_inline_or_as_a_download_link(replicas, to
         assert r.status_code == 200, (r.text, body)
         assert hashlib.sha256(r.content).hexdigest() == envelope["sha256"]
     assert [json.loads(d)["size"] for _, _, d in got_link] == [len(small), len(large)]
+
+
+def put_config(proxy, device, body):
+    r = requests.put(url(proxy, f"/config/{device}"), data=body,
+                     headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 204, r.text
+    return f'"{r.headers["x-kafka-partition"]}-{r.headers["x-kafka-offset"]}"'
+
+
+def get_when(proxy, path, ok, headers=None, timeout=15):
+    deadline = time.time() + timeout
+    while True:
+        r = requests.get(url(proxy, path), headers=headers or {}, timeout=30)
+        if ok(r) or time.time() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def test_cached_reads_latest_value_etag_304_and_waiting_get(replicas):
+    a, b = replicas
+    assert requests.get(url(a, "/config/nobody"), timeout=10).status_code == 404
+    tag = put_config(a, "d1", b'{"v":1}')
+    r = get_when(a, "/config/d1", lambda r: r.headers.get("etag") == tag)
+    assert (r.status_code, r.content, r.headers["content-type"]) == (200, b'{"v":1}', "application/json")
+    assert r.headers["etag"] == tag, "the ETag names the record's partition and offset"
+    r2 = get_when(b, "/config/d1", lambda r: r.status_code == 200)
+    assert r2.headers["etag"] == tag, "every replica gives the same ETag"
+    r = requests.get(url(a, "/config/d1"), headers={"If-None-Match": tag}, timeout=10)
+    assert r.status_code == 304 and r.headers["etag"] == tag and r.content == b""
+    # Nothing changes: a waiting GET answers 304 after its wait.
+    started = time.time()
+    r = requests.get(url(a, "/config/d1"), headers={"If-None-Match": tag, "Prefer": "wait=1"}, timeout=10)
+    assert r.status_code == 304 and 0.9 <= time.time() - started < 5
+    assert r.headers["preference-applied"] == "wait=1"
+    # A change arrives while a GET waits: answered as soon as it is read.
+    answered = {}
+
+    def waiting():
+        w = requests.get(url(a, "/config/d1"), headers={"If-None-Match": tag, "Prefer": "wait=20"}, timeout=30)
+        answered["at"], answered["r"] = time.time(), w
+
+    t = threading.Thread(target=waiting)
+    t.start()
+    time.sleep(1)
+    new_tag = put_config(b, "d1", b'{"v":2}')
+    acked = time.time()
+    t.join(30)
+    w = answered["r"]
+    assert (w.status_code, w.content, w.headers["etag"]) == (200, b'{"v":2}', new_tag)
+    delay = answered["at"] - acked
+    print(f"waiting GET answered {delay * 1000:.0f} ms after the new record was acknowledged")
+    assert delay < 1.0, delay
+    # All keys merged; a tombstone removes a key.
+    put_config(a, "d2", b'"two"')
+    merged = get_when(a, "/config", lambda r: r.status_code == 200 and len(r.json()) == 2)
+    assert merged.json() == [{"v": 2}, "two"]
+    assert requests.delete(url(a, "/config/d2"), timeout=10).status_code == 204
+    gone = get_when(a, "/config/d2", lambda r: r.status_code == 404)
+    assert gone.status_code == 404 and gone.json()["code"] == "not_found"
+    assert get_when(a, "/config", lambda r: r.json() == [{"v": 2}]).json() == [{"v": 2}]
+    # A key that does not exist yet: a waiting GET gets it when it arrives.
+    threading.Timer(1.0, lambda: put_config(a, "d3", b"3")).start()
+    r = requests.get(url(a, "/config/d3"), headers={"Prefer": "wait=15"}, timeout=30)
+    assert (r.status_code, r.content) == (200, b"3")
 
 
 def test_bad_last_event_id_and_unknown_methods_are_refused(replicas):
