@@ -411,6 +411,37 @@ def test_one_way_produce_lands_with_key_headers_partition_and_offset(replicas, t
     assert metric(a, "kafka_lfs_proxy_http_one_way_records_total") >= 3
 
 
+def test_concurrent_produces_share_requests_and_each_gets_its_own_offset(replicas, topics):
+    """64 callers at once: records share Produce requests (one batch per
+    partition), and each answer names the offset its own body is at."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    a, _ = replicas
+
+    def post(i):
+        with requests.Session() as session:
+            r = session.post(url(a, f"/accepted/c{i}"), data=f"body-{i}".encode(), timeout=30)
+            assert r.status_code == 202, r.text
+            return int(r.headers["x-kafka-offset"]), f"body-{i}".encode()
+
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(post, range(256)))
+    offsets = sorted(o for o, _ in answers)
+    assert len(set(offsets)) == 256, "two answers named the same offset"
+    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": "batched", "enable.auto.commit": False})
+    c.assign([TopicPartition(topics["commands"], 0, offsets[0])])
+    at, deadline = {}, time.time() + 30
+    while len(at) < offsets[-1] - offsets[0] + 1 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            at[m.offset()] = m.value()
+    c.close()
+    for offset, body in answers:
+        assert at.get(offset) == body, (offset, at.get(offset), body)
+
+
 def test_a_client_that_stops_reading_is_cut_off_not_buffered_for(tansu, workdir, routes_file, topics):
     p = Proxy(tansu.address, workdir, capture=False,
               env=stream_env(routes_file, KAFSCALE_LFS_PROXY_SSE_STALL_TIMEOUT_SEC="2"))

@@ -1,5 +1,17 @@
-//! The HTTP sidecar's Kafka producer: one record at a time, straight to the
-//! partition leader, with the broker's answer checked.
+//! The proxy's own Kafka producer (HTTP sidecar, request-reply gateway and
+//! processor, dead letters): each caller awaits its own record's answer,
+//! and records produced concurrently share Produce requests.
+//!
+//! - Batching: records go to a queue per partition leader; one task per
+//!   leader sends everything queued as one Produce (one batch per
+//!   partition, as Produce v3+ requires) and hands each record its own
+//!   offset (the batch's base offset plus its index). The linger is "while
+//!   a request is in flight": a lone caller's record leaves at once, and
+//!   the records that arrive during a round trip leave together in the
+//!   next one, so the request rate stays at one per round trip per leader
+//!   however many callers wait. An extra `linger` (off by default) waits
+//!   that long after the first record before sending. At most
+//!   `MAX_REQUEST_RECORDS` records or `MAX_REQUEST_BYTES` per request.
 //!
 //! - Partition: the one asked for, else Kafka's default partitioner on the
 //!   key, else round-robin over the topic's partitions.
@@ -25,7 +37,8 @@ use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, TimestampType};
 use kafka_protocol::ResponseError;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::kafka::client::cluster::{CallError, Cluster};
 use crate::kafka::client::partitioner;
@@ -116,11 +129,38 @@ struct TopicLayout {
     fetched: Instant,
 }
 
+/// Records in one Produce at most.
+const MAX_REQUEST_RECORDS: usize = 500;
+/// Bytes of keys and values in one Produce at most (a lone larger record
+/// still goes, alone).
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Records waiting per leader before callers wait for room.
+const QUEUE_DEPTH: usize = 4096;
+
+/// One record waiting for a Produce to its partition's leader.
+struct Queued {
+    topic: String,
+    partition: i32,
+    record: OutgoingRecord,
+    answer: oneshot::Sender<Result<PartitionAnswer, String>>,
+}
+
+/// What the broker said about a record's partition.
+#[derive(Debug, Clone)]
+struct PartitionAnswer {
+    error_code: i16,
+    error_message: Option<String>,
+    /// The record's own offset.
+    offset: i64,
+}
+
 /// The producer; cheap to share behind an `Arc`.
 pub struct Producer {
-    cluster: Cluster,
+    cluster: Arc<Cluster>,
     topics: Mutex<HashMap<String, TopicLayout>>,
     round_robin: AtomicU32,
+    queues: std::sync::Mutex<HashMap<i32, mpsc::Sender<Queued>>>,
+    linger: Duration,
 }
 
 impl Producer {
@@ -128,21 +168,45 @@ impl Producer {
     /// the connections are held one request at a time).
     pub fn new(cluster: Cluster) -> Self {
         Producer {
-            cluster,
+            cluster: Arc::new(cluster),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicU32::new(0),
+            queues: std::sync::Mutex::new(HashMap::new()),
+            linger: Duration::ZERO,
         }
+    }
+
+    /// Waits `linger` after a request's first record before sending it.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// The queue of `leader`, its task started on first use.
+    fn queue(&self, leader: i32) -> mpsc::Sender<Queued> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = queues.get(&leader).filter(|q| !q.is_closed()) {
+            return q.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(send_queued(
+            Arc::clone(&self.cluster),
+            leader,
+            rx,
+            self.linger,
+        ));
+        queues.insert(leader, tx.clone());
+        tx
     }
 
     /// Produces `record` and returns its partition and offset.
     pub async fn produce(&self, record: &OutgoingRecord) -> Result<Produced, ProduceError> {
-        let batch = encode_batch(record)?;
         let deadline = Instant::now() + self.cluster.request_timeout();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut partition = record.partition;
         let mut refresh = false;
         loop {
-            let attempt = self.attempt(record, &mut partition, &batch, refresh).await;
+            let attempt = self.attempt(record, &mut partition, refresh).await;
             match attempt {
                 Ok(produced) => return Ok(produced),
                 Err(e) if e.is_retriable() && Instant::now() + backoff.nominal() < deadline => {
@@ -159,7 +223,6 @@ impl Producer {
         &self,
         record: &OutgoingRecord,
         partition: &mut Option<i32>,
-        batch: &Bytes,
         refresh: bool,
     ) -> Result<Produced, ProduceError> {
         let layout = self.layout(&record.topic, refresh).await?;
@@ -184,40 +247,31 @@ impl Producer {
         if leader < 0 {
             return Err(ProduceError::refused(5, Some("no leader yet".into())));
         }
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(
-                self.cluster
-                    .request_timeout()
-                    .as_millis()
-                    .min(i32::MAX as u128) as i32,
-            )
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(record.topic.clone())))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(chosen)
-                    .with_records(Some(batch.clone()))])]);
-        let response = self
-            .cluster
-            .call_node(leader, PRODUCE_VERSION, &request, Duration::ZERO)
-            .await?;
-        let answer = response
-            .responses
-            .iter()
-            .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == chosen)
-            .ok_or_else(|| {
-                ProduceError::Unavailable("Produce response does not name the partition".into())
-            })?;
+        let (answer, answered) = oneshot::channel();
+        let queued = Queued {
+            topic: record.topic.clone(),
+            partition: chosen,
+            record: record.clone(),
+            answer,
+        };
+        if self.queue(leader).send(queued).await.is_err() {
+            return Err(ProduceError::Unavailable(
+                "the produce queue stopped".into(),
+            ));
+        }
+        let answer = answered
+            .await
+            .map_err(|_| ProduceError::Unavailable("the produce queue stopped".into()))?
+            .map_err(ProduceError::Unavailable)?;
         if answer.error_code != 0 {
             return Err(ProduceError::refused(
                 answer.error_code,
-                answer.error_message.as_ref().map(|m| m.to_string()),
+                answer.error_message,
             ));
         }
         Ok(Produced {
             partition: chosen,
-            offset: answer.base_offset,
+            offset: answer.offset,
         })
     }
 
@@ -266,29 +320,138 @@ impl Producer {
     }
 }
 
-/// One uncompressed v2 batch holding `record`, timestamped now.
-fn encode_batch(record: &OutgoingRecord) -> Result<Bytes, ProduceError> {
-    let headers: IndexMap<StrBytes, Option<Bytes>> = record
-        .headers
-        .iter()
-        .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
-        .collect();
+/// Sends what is queued for one leader, one Produce at a time, until the
+/// producer is dropped.
+async fn send_queued(
+    cluster: Arc<Cluster>,
+    leader: i32,
+    mut queue: mpsc::Receiver<Queued>,
+    linger: Duration,
+) {
+    while let Some(first) = queue.recv().await {
+        if !linger.is_zero() {
+            tokio::time::sleep(linger).await;
+        }
+        let mut bytes = record_bytes(&first.record);
+        let mut taken = vec![first];
+        while taken.len() < MAX_REQUEST_RECORDS && bytes < MAX_REQUEST_BYTES {
+            match queue.try_recv() {
+                Ok(q) => {
+                    bytes += record_bytes(&q.record);
+                    taken.push(q);
+                }
+                Err(_) => break,
+            }
+        }
+        send_one_request(&cluster, leader, taken).await;
+    }
+}
+
+fn record_bytes(record: &OutgoingRecord) -> usize {
+    record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len())
+}
+
+/// One Produce for `taken` (grouped by topic and partition, in arrival
+/// order); every record gets its partition's answer.
+async fn send_one_request(cluster: &Cluster, leader: i32, taken: Vec<Queued>) {
+    let mut groups: Vec<((String, i32), Vec<Queued>)> = Vec::new();
+    for q in taken {
+        match groups
+            .iter_mut()
+            .find(|((t, p), _)| *t == q.topic && *p == q.partition)
+        {
+            Some((_, members)) => members.push(q),
+            None => groups.push(((q.topic.clone(), q.partition), vec![q])),
+        }
+    }
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    let mut sent = Vec::new();
+    for ((topic, partition), members) in groups {
+        let records: Vec<OutgoingRecord> = members.iter().map(|q| q.record.clone()).collect();
+        let batch = match encode_batch(&records) {
+            Ok(b) => b,
+            Err(e) => {
+                for q in members {
+                    let _ = q.answer.send(Err(e.to_string()));
+                }
+                continue;
+            }
+        };
+        let data = PartitionProduceData::default()
+            .with_index(partition)
+            .with_records(Some(batch));
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partition_data.push(data),
+            None => topics.push(
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partition_data(vec![data]),
+            ),
+        }
+        sent.push((topic, partition, members));
+    }
+    if sent.is_empty() {
+        return;
+    }
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(cluster.request_timeout().as_millis().min(i32::MAX as u128) as i32)
+        .with_topic_data(topics);
+    let response = cluster
+        .call_node(leader, PRODUCE_VERSION, &request, Duration::ZERO)
+        .await;
+    for (topic, partition, members) in sent {
+        let answer = match &response {
+            Err(e) => Err(e.to_string()),
+            Ok(r) => r
+                .responses
+                .iter()
+                .filter(|t| t.name.0.as_str() == topic)
+                .flat_map(|t| t.partition_responses.iter())
+                .find(|p| p.index == partition)
+                .map(|p| PartitionAnswer {
+                    error_code: p.error_code,
+                    error_message: p.error_message.as_ref().map(|m| m.to_string()),
+                    offset: p.base_offset,
+                })
+                .ok_or_else(|| "Produce response does not name the partition".to_owned()),
+        };
+        for (i, q) in members.into_iter().enumerate() {
+            let mine = answer.clone().map(|mut a| {
+                a.offset += i as i64;
+                a
+            });
+            let _ = q.answer.send(mine);
+        }
+    }
+}
+
+/// One uncompressed v2 batch holding `records`, timestamped now.
+fn encode_batch(records: &[OutgoingRecord]) -> Result<Bytes, ProduceError> {
     let timestamp = chrono::Utc::now().timestamp_millis();
-    let r = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp,
-        key: record.key.clone(),
-        value: record.value.clone(),
-        headers,
-    };
-    crate::kafka::wire::batches::encode_v2(std::slice::from_ref(&r), Compression::None)
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record
+                .headers
+                .iter()
+                .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
+                .collect::<IndexMap<StrBytes, Option<Bytes>>>(),
+        })
+        .collect();
+    crate::kafka::wire::batches::encode_v2(&records, Compression::None)
         .map_err(|e| ProduceError::Encode(e.to_string()))
 }
