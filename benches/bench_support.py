@@ -26,3 +26,21 @@ def vm_hwm_mib(pid):
 def percentile(sorted_values, q):
     """The q-quantile (0..1) of an ascending list, rounded for reports."""
     return round(sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))], 3)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process (and its reaped children) has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def histogram_totals(metrics_text, name):
+    """(sum, count) of a Prometheus histogram over all its label sets."""
+    total, count = 0.0, 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(name + "_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count

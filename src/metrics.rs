@@ -70,6 +70,10 @@ pub const SSE_EVENTS_TOTAL: &str = "kafka_lfs_proxy_sse_events_total";
 pub const HTTP_ONE_WAY_RECORDS_TOTAL: &str = "kafka_lfs_proxy_http_one_way_records_total";
 pub const RR_REQUEST_SECONDS: &str = "kafka_lfs_proxy_rr_request_duration_seconds";
 pub const RR_KAFKA_ROUND_TRIP_SECONDS: &str = "kafka_lfs_proxy_rr_kafka_round_trip_seconds";
+/// Produce requests the proxy's own producer sent, and the records in them
+/// (their ratio is how well concurrent records share requests).
+pub const OWN_PRODUCE_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_own_produce_requests_total";
+pub const OWN_PRODUCE_RECORDS_TOTAL: &str = "kafka_lfs_proxy_own_produce_records_total";
 pub const RR_TIMEOUTS_TOTAL: &str = "kafka_lfs_proxy_rr_timeouts_total";
 pub const RR_REPLIES_READ: &str = "kafka_lfs_proxy_rr_replies_read_total";
 pub const RR_REPLIES_HELD: &str = "kafka_lfs_proxy_rr_replies_held";
@@ -170,6 +174,14 @@ fn describe() {
     metrics::describe_counter!(
         HTTP_ONE_WAY_RECORDS_TOTAL,
         "Records produced by one-way produce routes, by route"
+    );
+    metrics::describe_counter!(
+        OWN_PRODUCE_REQUESTS_TOTAL,
+        "Produce requests sent by the proxy's own producer"
+    );
+    metrics::describe_counter!(
+        OWN_PRODUCE_RECORDS_TOTAL,
+        "Records sent in the proxy's own Produce requests"
     );
     metrics::describe_histogram!(RR_REQUEST_SECONDS, "Request-reply call duration, by route");
     metrics::describe_histogram!(

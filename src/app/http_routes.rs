@@ -14,7 +14,6 @@ use crate::http::request_reply::Gateway;
 use crate::http::sse::delivery::Objects;
 use crate::http::sse::{ConnectCluster, StreamSettings as SseSettings, Streams};
 use crate::kafka::client::consumer::PartitionConsumer;
-use crate::kafka::client::producer::Producer;
 use crate::kafka::relay::upstream::UpstreamSecurity;
 use crate::lfs::Lfs;
 use crate::rr::cached_routes::CachedRoute;
@@ -127,7 +126,7 @@ pub fn gateway(
         routes: table,
         book,
         listener,
-        producer: Producer::new(parts::own_cluster(upstream, security)),
+        producer: parts::own_producer(upstream, security),
         max_body: rr.rr_max_body_bytes,
         max_wait: Duration::from_secs(rr.rr_max_wait_sec),
     }))

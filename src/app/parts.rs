@@ -10,6 +10,7 @@ use crate::config::{
 use crate::http::jwt::JwtVerifier;
 use crate::kafka::auth::sasl::SaslCredentials;
 use crate::kafka::client::cluster::Cluster;
+use crate::kafka::client::producer::Producer;
 use crate::kafka::relay::upstream::{UpstreamSecurity, UpstreamTls};
 use crate::lfs::store::{BlobStore, S3Settings};
 use crate::lfs::{Lfs, TopicFilter};
@@ -138,6 +139,12 @@ pub fn own_cluster(upstream: &UpstreamSettings, security: &Arc<UpstreamSecurity>
         upstream.request_timeout(),
         upstream.max_frame_size,
     )
+}
+
+/// A producer of the proxy's own records, on its own connections, with the
+/// configured linger.
+pub fn own_producer(upstream: &UpstreamSettings, security: &Arc<UpstreamSecurity>) -> Producer {
+    Producer::new(own_cluster(upstream, security)).with_linger(upstream.produce_linger())
 }
 
 /// The bearer-JWT verifier, when a key or secret is configured.

@@ -64,6 +64,7 @@ pub async fn run_processor(args: ProcessorArgs, config: ProcessorConfig) -> anyh
         request_timeout: upstream.request_timeout(),
         max_frame_size: upstream.max_frame_size,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
+        produce_linger: upstream.produce_linger(),
         fetch_wait: Duration::from_millis(args.fetch_wait_ms),
     };
     let topics: Vec<String> = config

@@ -11,7 +11,6 @@ use crate::config::{ClientSaslMode, HttpSettings, RehydrateSettings, Settings, S
 use crate::http::one_way::OneWay;
 use crate::http::{HttpConfig, Sidecar, SidecarParts};
 use crate::kafka::auth::credentials::Credentials;
-use crate::kafka::client::producer::Producer;
 use crate::kafka::relay::chain::Chain;
 use crate::kafka::relay::listeners::BrokerListeners;
 use crate::kafka::relay::proxy::{Proxy, RelayConfig};
@@ -141,7 +140,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         record_policy::RecordPolicy::new(
             Arc::clone(&policies),
             lfs.topics.clone(),
-            Arc::new(Producer::new(parts::own_cluster(upstream, &security))),
+            Arc::new(parts::own_producer(upstream, &security)),
         )
     });
     // Aborts and deletes storage refused are retried; what stopped
@@ -285,7 +284,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
         http_config(http, storage),
         SidecarParts {
             lfs: Arc::clone(&lfs),
-            producer: Producer::new(parts::own_cluster(upstream, &security)),
+            producer: parts::own_producer(upstream, &security),
             metrics: prometheus,
             jwt: parts::http_jwt(http)?,
             gateway,

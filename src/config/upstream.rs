@@ -72,6 +72,13 @@ pub struct UpstreamSettings {
     #[arg(long, env = "KAFSCALE_LFS_PROXY_PRODUCE_TIMEOUT_MS", default_value_t = 30_000, value_parser = parse_positive::<u64>)]
     pub produce_timeout_ms: u64,
 
+    /// How long the proxy's own producer (HTTP API, request-reply gateway
+    /// and processor, dead letters) waits after a record before sending its
+    /// Produce, so more records share it, in milliseconds. 0: no wait;
+    /// records that arrive while a Produce is in flight still share the next.
+    #[arg(long, env = "KAFSCALE_LFS_PROXY_PRODUCE_LINGER_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub produce_linger_ms: u64,
+
     /// Largest Kafka frame accepted from a client or broker, in bytes; a
     /// larger one closes that connection.
     #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_FRAME_SIZE", default_value_t = DEFAULT_MAX_FRAME_SIZE, value_parser = parse_positive::<usize>)]
@@ -155,6 +162,11 @@ impl UpstreamSettings {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    /// The own producer's extra wait before sending a Produce.
+    pub fn produce_linger(&self) -> Duration {
+        Duration::from_millis(self.produce_linger_ms)
     }
 
     /// How long the proxy's own clients wait for Kafka (retries included).

@@ -1,6 +1,7 @@
 //! The cluster as the proxy's own clients see it: broker addresses learnt
-//! from Metadata (and FindCoordinator), and one cached connection per
-//! broker for one-request-at-a-time calls.
+//! from Metadata (and FindCoordinator), and cached connections per broker
+//! (one by default; a producer asks for more to keep several requests in
+//! flight), each carrying one request at a time.
 //!
 //! Each user (the HTTP producer, a reply consumer, a group member) owns
 //! its own `Cluster`, so a consumer's long-polling Fetch never holds up a
@@ -63,9 +64,13 @@ pub struct Cluster {
     request_timeout: Duration,
     max_frame_size: usize,
     brokers: Mutex<HashMap<i32, String>>,
-    connections: Mutex<HashMap<i32, Arc<Mutex<Option<Connection>>>>>,
+    connections: Mutex<HashMap<i32, Vec<Slot>>>,
+    connections_per_node: usize,
     correlation: AtomicI32,
 }
+
+/// A broker connection, dialled on first use and after a failure.
+type Slot = Arc<Mutex<Option<Connection>>>;
 
 impl Cluster {
     pub fn new(
@@ -83,8 +88,17 @@ impl Cluster {
             max_frame_size,
             brokers: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
+            connections_per_node: 1,
             correlation: AtomicI32::new(1),
         }
+    }
+
+    /// Keeps up to `n` connections per broker, so up to `n` calls to one
+    /// broker run at once (a call takes a free connection, else waits for
+    /// one).
+    pub fn with_connections_per_node(mut self, n: usize) -> Self {
+        self.connections_per_node = n.max(1);
+        self
     }
 
     /// How long a broker may take over one request.
@@ -158,14 +172,27 @@ impl Cluster {
             .get(&node)
             .cloned()
             .ok_or_else(|| CallError::Unavailable(format!("node {node} is not known")))?;
-        let slot = Arc::clone(
-            self.connections
-                .lock()
-                .await
-                .entry(node)
-                .or_insert_with(|| Arc::new(Mutex::new(None))),
-        );
-        let mut connection = slot.lock().await;
+        let slots = self
+            .connections
+            .lock()
+            .await
+            .entry(node)
+            .or_insert_with(|| {
+                (0..self.connections_per_node)
+                    .map(|_| Arc::new(Mutex::new(None)))
+                    .collect()
+            })
+            .clone();
+        let free = slots
+            .iter()
+            .find_map(|s| Arc::clone(s).try_lock_owned().ok());
+        let mut connection = match free {
+            Some(guard) => guard,
+            None => {
+                let pick = self.correlation.load(Ordering::Relaxed) as usize % slots.len();
+                Arc::clone(&slots[pick]).lock_owned().await
+            }
+        };
         let expired = connection
             .as_ref()
             .and_then(|c| c.replace_at)

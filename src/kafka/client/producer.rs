@@ -5,12 +5,15 @@
 //! - Batching: records go to a queue per partition leader; one task per
 //!   leader sends everything queued as one Produce (one batch per
 //!   partition, as Produce v3+ requires) and hands each record its own
-//!   offset (the batch's base offset plus its index). The linger is "while
-//!   a request is in flight": a lone caller's record leaves at once, and
-//!   the records that arrive during a round trip leave together in the
-//!   next one, so the request rate stays at one per round trip per leader
-//!   however many callers wait. An extra `linger` (off by default) waits
-//!   that long after the first record before sending. At most
+//!   offset (the batch's base offset plus its index). Up to
+//!   `MAX_IN_FLIGHT` requests per leader are in flight, each on its own
+//!   connection. The linger is "while the requests are in flight": a lone
+//!   caller's record leaves at once, and the records that arrive while
+//!   every request slot is busy leave together in the next one, so the
+//!   request rate stays bounded per round trip per leader however many
+//!   callers wait. An extra `linger`
+//!   (`KAFSCALE_LFS_PROXY_PRODUCE_LINGER_MS`, off by default) waits that
+//!   long after the first record before sending. At most
 //!   `MAX_REQUEST_RECORDS` records or `MAX_REQUEST_BYTES` per request.
 //!
 //! - Partition: the one asked for, else Kafka's default partitioner on the
@@ -22,6 +25,10 @@
 //!   created, a lost connection) are retried with back-off until the
 //!   request timeout; anything else is returned with its Kafka error name.
 //!   A retry after a lost answer can write the record twice (at least once).
+//! - Order: records produced one after another (each awaited before the
+//!   next, as every caller here does) land in that order; records produced
+//!   concurrently have no order among themselves, which is what lets them
+//!   travel in two requests at once.
 //! - Connections go through the proxy's `UpstreamSecurity`: the same TLS
 //!   and SASL settings as relayed client traffic.
 
@@ -38,7 +45,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, TimestampType};
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 
 use crate::kafka::client::cluster::{CallError, Cluster};
 use crate::kafka::client::partitioner;
@@ -136,6 +143,8 @@ const MAX_REQUEST_RECORDS: usize = 500;
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Records waiting per leader before callers wait for room.
 const QUEUE_DEPTH: usize = 4096;
+/// Produce requests in flight per leader at once.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// One record waiting for a Produce to its partition's leader.
 struct Queued {
@@ -168,7 +177,7 @@ impl Producer {
     /// the connections are held one request at a time).
     pub fn new(cluster: Cluster) -> Self {
         Producer {
-            cluster: Arc::new(cluster),
+            cluster: Arc::new(cluster.with_connections_per_node(MAX_IN_FLIGHT)),
             topics: Mutex::new(HashMap::new()),
             round_robin: AtomicU32::new(0),
             queues: std::sync::Mutex::new(HashMap::new()),
@@ -320,18 +329,23 @@ impl Producer {
     }
 }
 
-/// Sends what is queued for one leader, one Produce at a time, until the
-/// producer is dropped.
+/// Sends what is queued for one leader, up to `MAX_IN_FLIGHT` Produce
+/// requests at a time, until the producer is dropped.
 async fn send_queued(
     cluster: Arc<Cluster>,
     leader: i32,
     mut queue: mpsc::Receiver<Queued>,
     linger: Duration,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         if !linger.is_zero() {
             tokio::time::sleep(linger).await;
         }
+        // Records keep queueing while every slot is busy.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let mut bytes = record_bytes(&first.record);
         let mut taken = vec![first];
         while taken.len() < MAX_REQUEST_RECORDS && bytes < MAX_REQUEST_BYTES {
@@ -343,7 +357,11 @@ async fn send_queued(
                 Err(_) => break,
             }
         }
-        send_one_request(&cluster, leader, taken).await;
+        let cluster = Arc::clone(&cluster);
+        tokio::spawn(async move {
+            send_one_request(&cluster, leader, taken).await;
+            drop(slot);
+        });
     }
 }
 
@@ -397,6 +415,9 @@ async fn send_one_request(cluster: &Cluster, leader: i32, taken: Vec<Queued>) {
         .with_acks(-1)
         .with_timeout_ms(cluster.request_timeout().as_millis().min(i32::MAX as u128) as i32)
         .with_topic_data(topics);
+    let records: usize = sent.iter().map(|(_, _, members)| members.len()).sum();
+    metrics::counter!(crate::metrics::OWN_PRODUCE_REQUESTS_TOTAL).increment(1);
+    metrics::counter!(crate::metrics::OWN_PRODUCE_RECORDS_TOTAL).increment(records as u64);
     let response = cluster
         .call_node(leader, PRODUCE_VERSION, &request, Duration::ZERO)
         .await;

@@ -46,6 +46,8 @@ pub struct KafkaAccess {
     pub request_timeout: Duration,
     pub max_frame_size: usize,
     pub session_timeout: Duration,
+    /// The reply producer's extra wait before sending a Produce.
+    pub produce_linger: Duration,
     /// Longest a Fetch waits at the broker.
     pub fetch_wait: Duration,
 }
@@ -95,7 +97,7 @@ impl Processor {
             .collect::<BTreeSet<_>>()
             .len();
         Ok(Arc::new(Processor {
-            producer: Producer::new(kafka.new_cluster()),
+            producer: Producer::new(kafka.new_cluster()).with_linger(kafka.produce_linger),
             slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config,
             kafka,
