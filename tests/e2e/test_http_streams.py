@@ -426,10 +426,18 @@ def test_concurrent_produces_share_requests_and_each_gets_its_own_offset(replica
             assert r.status_code == 202, r.text
             return int(r.headers["x-kafka-offset"]), f"body-{i}".encode()
 
+    def produce_counts():
+        return (metric(a, "kafka_lfs_proxy_own_produce_requests_total"),
+                metric(a, "kafka_lfs_proxy_own_produce_records_total"))
+
+    requests_before, records_before = produce_counts()
     with ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(post, range(256)))
+    requests_after, records_after = produce_counts()
     offsets = sorted(o for o, _ in answers)
     assert len(set(offsets)) == 256, "two answers named the same offset"
+    assert records_after - records_before == 256
+    assert requests_after - requests_before < 256, "no Produce request carried two records"
     c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": "batched", "enable.auto.commit": False})
     c.assign([TopicPartition(topics["commands"], 0, offsets[0])])
     at, deadline = {}, time.time() + 30

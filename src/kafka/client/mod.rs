@@ -5,6 +5,7 @@ pub mod assignor;
 pub mod cluster;
 pub mod consumer;
 pub mod group;
+pub mod leader_queue;
 pub mod partitioner;
 pub mod producer;
 pub mod records;

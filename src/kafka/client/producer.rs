@@ -2,19 +2,12 @@
 //! processor, dead letters): each caller awaits its own record's answer,
 //! and records produced concurrently share Produce requests.
 //!
-//! - Batching: records go to a queue per partition leader; one task per
-//!   leader sends everything queued as one Produce (one batch per
-//!   partition, as Produce v3+ requires) and hands each record its own
-//!   offset (the batch's base offset plus its index). Up to
-//!   `MAX_IN_FLIGHT` requests per leader are in flight, each on its own
-//!   connection. The linger is "while the requests are in flight": a lone
-//!   caller's record leaves at once, and the records that arrive while
-//!   every request slot is busy leave together in the next one, so the
-//!   request rate stays bounded per round trip per leader however many
-//!   callers wait. An extra `linger`
-//!   (`KAFSCALE_LFS_PROXY_PRODUCE_LINGER_MS`, off by default) waits that
-//!   long after the first record before sending. At most
-//!   `MAX_REQUEST_RECORDS` records or `MAX_REQUEST_BYTES` per request.
+//! - Batching (`leader_queue`): records go to a queue per partition
+//!   leader, whose task sends what is queued as shared Produce requests,
+//!   up to two in flight with no partition in both; a lone record leaves
+//!   at once, the records that arrive meanwhile leave together. An extra
+//!   `linger` (`KAFSCALE_LFS_PROXY_PRODUCE_LINGER_MS`, off by default)
+//!   waits that long before each request.
 //!
 //! - Partition: the one asked for, else Kafka's default partitioner on the
 //!   key, else round-robin over the topic's partitions.
@@ -25,10 +18,8 @@
 //!   created, a lost connection) are retried with back-off until the
 //!   request timeout; anything else is returned with its Kafka error name.
 //!   A retry after a lost answer can write the record twice (at least once).
-//! - Order: records produced one after another (each awaited before the
-//!   next, as every caller here does) land in that order; records produced
-//!   concurrently have no order among themselves, which is what lets them
-//!   travel in two requests at once.
+//! - Order: a partition's records leave in the order they were queued, so
+//!   records produced one after another land in that order.
 //! - Connections go through the proxy's `UpstreamSecurity`: the same TLS
 //!   and SASL settings as relayed client traffic.
 
@@ -38,19 +29,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, TimestampType};
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::kafka::client::cluster::{CallError, Cluster};
+use crate::kafka::client::leader_queue::{self, Queued, MAX_IN_FLIGHT};
 use crate::kafka::client::partitioner;
 
-const PRODUCE_VERSION: i16 = 7;
 /// How long a topic's partition count and leaders are trusted.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -136,33 +122,6 @@ struct TopicLayout {
     fetched: Instant,
 }
 
-/// Records in one Produce at most.
-const MAX_REQUEST_RECORDS: usize = 500;
-/// Bytes of keys and values in one Produce at most (a lone larger record
-/// still goes, alone).
-const MAX_REQUEST_BYTES: usize = 1 << 20;
-/// Records waiting per leader before callers wait for room.
-const QUEUE_DEPTH: usize = 4096;
-/// Produce requests in flight per leader at once.
-const MAX_IN_FLIGHT: usize = 2;
-
-/// One record waiting for a Produce to its partition's leader.
-struct Queued {
-    topic: String,
-    partition: i32,
-    record: OutgoingRecord,
-    answer: oneshot::Sender<Result<PartitionAnswer, String>>,
-}
-
-/// What the broker said about a record's partition.
-#[derive(Debug, Clone)]
-struct PartitionAnswer {
-    error_code: i16,
-    error_message: Option<String>,
-    /// The record's own offset.
-    offset: i64,
-}
-
 /// The producer; cheap to share behind an `Arc`.
 pub struct Producer {
     cluster: Arc<Cluster>,
@@ -197,13 +156,7 @@ impl Producer {
         if let Some(q) = queues.get(&leader).filter(|q| !q.is_closed()) {
             return q.clone();
         }
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(send_queued(
-            Arc::clone(&self.cluster),
-            leader,
-            rx,
-            self.linger,
-        ));
+        let tx = leader_queue::start(Arc::clone(&self.cluster), leader, self.linger);
         queues.insert(leader, tx.clone());
         tx
     }
@@ -327,152 +280,4 @@ impl Producer {
             .insert(topic.to_owned(), layout.clone());
         Ok(layout)
     }
-}
-
-/// Sends what is queued for one leader, up to `MAX_IN_FLIGHT` Produce
-/// requests at a time, until the producer is dropped.
-async fn send_queued(
-    cluster: Arc<Cluster>,
-    leader: i32,
-    mut queue: mpsc::Receiver<Queued>,
-    linger: Duration,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = queue.recv().await {
-        if !linger.is_zero() {
-            tokio::time::sleep(linger).await;
-        }
-        // Records keep queueing while every slot is busy.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let mut bytes = record_bytes(&first.record);
-        let mut taken = vec![first];
-        while taken.len() < MAX_REQUEST_RECORDS && bytes < MAX_REQUEST_BYTES {
-            match queue.try_recv() {
-                Ok(q) => {
-                    bytes += record_bytes(&q.record);
-                    taken.push(q);
-                }
-                Err(_) => break,
-            }
-        }
-        let cluster = Arc::clone(&cluster);
-        tokio::spawn(async move {
-            send_one_request(&cluster, leader, taken).await;
-            drop(slot);
-        });
-    }
-}
-
-fn record_bytes(record: &OutgoingRecord) -> usize {
-    record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len())
-}
-
-/// One Produce for `taken` (grouped by topic and partition, in arrival
-/// order); every record gets its partition's answer.
-async fn send_one_request(cluster: &Cluster, leader: i32, taken: Vec<Queued>) {
-    let mut groups: Vec<((String, i32), Vec<Queued>)> = Vec::new();
-    for q in taken {
-        match groups
-            .iter_mut()
-            .find(|((t, p), _)| *t == q.topic && *p == q.partition)
-        {
-            Some((_, members)) => members.push(q),
-            None => groups.push(((q.topic.clone(), q.partition), vec![q])),
-        }
-    }
-    let mut topics: Vec<TopicProduceData> = Vec::new();
-    let mut sent = Vec::new();
-    for ((topic, partition), members) in groups {
-        let records: Vec<OutgoingRecord> = members.iter().map(|q| q.record.clone()).collect();
-        let batch = match encode_batch(&records) {
-            Ok(b) => b,
-            Err(e) => {
-                for q in members {
-                    let _ = q.answer.send(Err(e.to_string()));
-                }
-                continue;
-            }
-        };
-        let data = PartitionProduceData::default()
-            .with_index(partition)
-            .with_records(Some(batch));
-        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(t) => t.partition_data.push(data),
-            None => topics.push(
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
-                    .with_partition_data(vec![data]),
-            ),
-        }
-        sent.push((topic, partition, members));
-    }
-    if sent.is_empty() {
-        return;
-    }
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(cluster.request_timeout().as_millis().min(i32::MAX as u128) as i32)
-        .with_topic_data(topics);
-    let records: usize = sent.iter().map(|(_, _, members)| members.len()).sum();
-    metrics::counter!(crate::metrics::OWN_PRODUCE_REQUESTS_TOTAL).increment(1);
-    metrics::counter!(crate::metrics::OWN_PRODUCE_RECORDS_TOTAL).increment(records as u64);
-    let response = cluster
-        .call_node(leader, PRODUCE_VERSION, &request, Duration::ZERO)
-        .await;
-    for (topic, partition, members) in sent {
-        let answer = match &response {
-            Err(e) => Err(e.to_string()),
-            Ok(r) => r
-                .responses
-                .iter()
-                .filter(|t| t.name.0.as_str() == topic)
-                .flat_map(|t| t.partition_responses.iter())
-                .find(|p| p.index == partition)
-                .map(|p| PartitionAnswer {
-                    error_code: p.error_code,
-                    error_message: p.error_message.as_ref().map(|m| m.to_string()),
-                    offset: p.base_offset,
-                })
-                .ok_or_else(|| "Produce response does not name the partition".to_owned()),
-        };
-        for (i, q) in members.into_iter().enumerate() {
-            let mine = answer.clone().map(|mut a| {
-                a.offset += i as i64;
-                a
-            });
-            let _ = q.answer.send(mine);
-        }
-    }
-}
-
-/// One uncompressed v2 batch holding `records`, timestamped now.
-fn encode_batch(records: &[OutgoingRecord]) -> Result<Bytes, ProduceError> {
-    let timestamp = chrono::Utc::now().timestamp_millis();
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, record)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp,
-            key: record.key.clone(),
-            value: record.value.clone(),
-            headers: record
-                .headers
-                .iter()
-                .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
-                .collect::<IndexMap<StrBytes, Option<Bytes>>>(),
-        })
-        .collect();
-    crate::kafka::wire::batches::encode_v2(&records, Compression::None)
-        .map_err(|e| ProduceError::Encode(e.to_string()))
 }
