@@ -45,7 +45,7 @@ const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// but not yet sendable) before callers wait for room.
 const QUEUE_DEPTH: usize = 4096;
 /// Produce requests in flight per leader at once.
-pub const MAX_IN_FLIGHT: usize = 2;
+pub const MAX_IN_FLIGHT: usize = 4;
 
 /// One record waiting for a Produce to its partition's leader.
 pub struct Queued {

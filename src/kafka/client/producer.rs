@@ -4,7 +4,7 @@
 //!
 //! - Batching (`leader_queue`): records go to a queue per partition
 //!   leader, whose task sends what is queued as shared Produce requests,
-//!   up to two in flight with no partition in both; a lone record leaves
+//!   up to four in flight with no partition in two; a lone record leaves
 //!   at once, the records that arrive meanwhile leave together. An extra
 //!   `linger` (`KAFSCALE_LFS_PROXY_PRODUCE_LINGER_MS`, off by default)
 //!   waits that long before each request.
