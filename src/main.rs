@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Some(Command::Credentials(args)) => credentials(&args),
         Some(Command::Processor(args)) => processor(*args),
         Some(Command::Resolve(args)) => block_on("kafka-lfs-proxy resolve", app::resolve(*args)),
+        Some(Command::Gc(args)) => block_on("kafka-lfs-proxy gc", app::collect_garbage(*args)),
         None => {
             if let Err(error) = cli.settings.validate() {
                 eprintln!("kafka-lfs-proxy: {error}");

@@ -70,6 +70,12 @@ pub const SSE_EVENTS_TOTAL: &str = "kafka_lfs_proxy_sse_events_total";
 pub const HTTP_ONE_WAY_RECORDS_TOTAL: &str = "kafka_lfs_proxy_http_one_way_records_total";
 pub const RR_REQUEST_SECONDS: &str = "kafka_lfs_proxy_rr_request_duration_seconds";
 pub const RR_KAFKA_ROUND_TRIP_SECONDS: &str = "kafka_lfs_proxy_rr_kafka_round_trip_seconds";
+/// Garbage collection (`gc`): objects listed, referenced by a record,
+/// deleted, and the bytes deleted.
+pub const GC_OBJECTS_SCANNED_TOTAL: &str = "kafka_lfs_proxy_gc_objects_scanned_total";
+pub const GC_OBJECTS_REFERENCED_TOTAL: &str = "kafka_lfs_proxy_gc_objects_referenced_total";
+pub const GC_OBJECTS_DELETED_TOTAL: &str = "kafka_lfs_proxy_gc_objects_deleted_total";
+pub const GC_BYTES_RECLAIMED_TOTAL: &str = "kafka_lfs_proxy_gc_bytes_reclaimed_total";
 /// Produce requests the proxy's own producer sent, and the records in them
 /// (their ratio is how well concurrent records share requests).
 pub const OWN_PRODUCE_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_own_produce_requests_total";

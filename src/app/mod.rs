@@ -2,12 +2,14 @@
 //! Each part gets its own small config (`RelayConfig`, `HttpConfig`, ...),
 //! never the whole settings. Errors here are the binary's edge (`anyhow`).
 
+mod gc;
 mod http_routes;
 mod parts;
 mod processor;
 mod proxy;
 mod resolve;
 
+pub use gc::collect_garbage;
 pub use parts::{lfs, own_cluster, upstream_security};
 pub use processor::{load_processor_config, run_processor};
 pub use proxy::{build_chain, run_proxy};

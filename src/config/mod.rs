@@ -68,6 +68,40 @@ pub enum Command {
     /// standard output or, with --out-dir, to a file per envelope. Storage
     /// settings as for the proxy. Exit 1 if any line could not be resolved.
     Resolve(Box<ResolveArgs>),
+    /// Garbage-collect LFS objects: per topic, the objects under
+    /// {namespace}/{topic}/lfs/ that no envelope still in the topic's log
+    /// references and that are older than the grace period. A dry run
+    /// unless --delete: prints `KEY SIZE` per object it would delete and a
+    /// summary per topic. Kafka and storage settings as for the proxy.
+    Gc(Box<GcArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Collect only this topic (repeatable) [default: every topic with
+    /// objects in the store].
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// Delete the unreferenced objects (without it, only list them).
+    #[arg(long)]
+    pub delete: bool,
+    /// Objects modified less than this many seconds before the run are
+    /// kept even when unreferenced: it must exceed the longest time between
+    /// an object's upload and its record's commit (PRODUCE_TIMEOUT_MS and
+    /// the client's retries), so an object of a record in flight is never
+    /// deleted.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_GC_GRACE_SEC",
+        default_value_t = 86_400
+    )]
+    pub grace_sec: u64,
+    #[command(flatten)]
+    pub storage: StorageSettings,
+    #[command(flatten)]
+    pub upstream: UpstreamSettings,
+    #[command(flatten)]
+    pub process: ProcessSettings,
 }
 
 #[derive(Debug, Args)]

@@ -180,6 +180,31 @@ impl Backend {
         self.store.get(&Path::from(key)).await?.bytes().await
     }
 
+    /// The objects under `prefix`, as the store pages them (never all held).
+    pub fn list_objects(
+        &self,
+        prefix: &str,
+    ) -> futures_util::stream::BoxStream<
+        'static,
+        Result<object_store::ObjectMeta, object_store::Error>,
+    > {
+        self.store.list(Some(&Path::from(prefix)))
+    }
+
+    /// The names one level below `prefix` (`ns/a/x`, `ns/b/y` under `ns`:
+    /// `a`, `b`).
+    pub async fn child_prefixes(&self, prefix: &str) -> Result<Vec<String>, object_store::Error> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&Path::from(prefix)))
+            .await?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
+    }
+
     /// Every key under `prefix`.
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, object_store::Error> {
         use futures_util::TryStreamExt;

@@ -7,6 +7,7 @@ mod bucket;
 pub mod checksum;
 pub mod cleanup;
 pub mod envelope;
+pub mod gc;
 pub mod multipart;
 pub mod offload;
 pub mod rehydrate;

@@ -395,6 +395,23 @@ impl BlobStore {
         }
     }
 
+    /// The objects under `prefix` with their size and modification time,
+    /// streamed page by page.
+    pub fn list_objects(
+        &self,
+        prefix: &str,
+    ) -> futures_util::stream::BoxStream<
+        'static,
+        Result<object_store::ObjectMeta, object_store::Error>,
+    > {
+        self.backend.list_objects(prefix)
+    }
+
+    /// The names one level below `prefix`.
+    pub async fn child_prefixes(&self, prefix: &str) -> Result<Vec<String>, object_store::Error> {
+        self.backend.child_prefixes(prefix).await
+    }
+
     /// Every key under `prefix` (tests and orphan checks).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, object_store::Error> {
         self.backend.list_keys(prefix).await

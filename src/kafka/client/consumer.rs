@@ -391,6 +391,18 @@ impl PartitionConsumer {
             .await
     }
 
+    /// The log end offset (high watermark) of a partition led by `leader`:
+    /// the offset the next record will get.
+    pub async fn log_end(
+        &self,
+        leader: i32,
+        topic: &str,
+        partition: i32,
+    ) -> Result<i64, CallError> {
+        self.resolve(leader, topic, partition, StartAt::Latest)
+            .await
+    }
+
     /// The offset `start` names on one partition.
     async fn resolve(
         &self,

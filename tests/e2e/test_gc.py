@@ -1,0 +1,121 @@
+"""`kafka-lfs-proxy gc` against tansu and SeaweedFS: a dry run lists exactly
+the objects no record references and deletes nothing; --delete removes
+exactly those and keeps every referenced object byte for byte; an
+unreferenced object within the grace period (the upload of a record still
+in flight) is kept; a deleted topic's objects all go; a topic the broker
+cannot answer for is never taken for a deleted one."""
+
+import hashlib
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import PROXY_BIN, Proxy
+from test_lfs import consume, create_topic
+from test_lfs_s3 import envelopes
+
+
+@pytest.fixture(scope="module")
+def s3_proxy(tansu, workdir, s3):
+    p = Proxy(tansu.address, workdir, capture=False, env=s3.proxy_env())
+    p.wait_ready()
+    yield p
+    p.stop()
+
+
+def gc(tansu, s3, *args, bootstrap=None):
+    env = dict(os.environ, KAFSCALE_LFS_PROXY_BOOTSTRAP_SERVERS=bootstrap or tansu.address,
+               KAFSCALE_LFS_PROXY_LOG_LEVEL="warn", **s3.proxy_env())
+    return subprocess.run([str(PROXY_BIN), "gc", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def produce_lfs(bootstrap, topic, n):
+    """n LFS records; returns {object key: original bytes}."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap})
+    originals = [os.urandom(2048 + i) for i in range(n)]
+    for i, v in enumerate(originals):
+        p.produce(topic, key=b"k%d" % i, value=v, headers=[("LFS_BLOB", b"")])
+    assert p.flush(60) == 0
+    got = consume(bootstrap, topic, n)
+    by_sha = {hashlib.sha256(v).hexdigest(): v for v in originals}
+    out = {e["key"]: by_sha[e["sha256"]] for e in envelopes(got)}
+    assert len(out) == n
+    return out
+
+
+def stray(s3, topic, tag):
+    """An object under the topic's prefix that no record references (an
+    upload whose record was never produced)."""
+    key = f"default/{topic}/lfs/2026/01/01/obj-{tag}-{uuid.uuid4()}"
+    s3.client().put_object(Bucket=s3.BUCKET, Key=key, Body=b"x" * 1000)
+    return key
+
+
+def listed(out):
+    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+
+
+def test_dry_run_then_delete_removes_exactly_the_unreferenced(s3_proxy, s3, tansu):
+    topic = create_topic(s3_proxy.bootstrap)
+    kept = produce_lfs(s3_proxy.bootstrap, topic, 4)
+    strays = sorted(stray(s3, topic, f"s{i}") for i in range(3))
+    before = s3.keys(f"default/{topic}/")
+    assert before == sorted(list(kept) + strays)
+
+    # Within the default grace period (a day) nothing is a candidate.
+    r = gc(tansu, s3, "--topic", topic)
+    assert r.returncode == 0, r.stderr
+    assert listed(r.stdout) == []
+    assert "3 within the grace period" in r.stderr and "4 referenced" in r.stderr, r.stderr
+
+    r = gc(tansu, s3, "--topic", topic, "--grace-sec", "0")
+    assert r.returncode == 0, r.stderr
+    assert listed(r.stdout) == strays
+    assert "would delete 3000 bytes" in r.stderr and "--delete" in r.stderr, r.stderr
+    assert s3.keys(f"default/{topic}/") == before, "a dry run deletes nothing"
+
+    r = gc(tansu, s3, "--topic", topic, "--grace-sec", "0", "--delete")
+    assert r.returncode == 0, r.stderr
+    assert listed(r.stdout) == strays
+    assert s3.keys(f"default/{topic}/") == sorted(kept)
+    for key, original in kept.items():
+        assert hashlib.sha256(s3.get(key)).hexdigest() == hashlib.sha256(original).hexdigest()
+
+    # Nothing left to do: a second run (or a concurrent one) is a no-op.
+    r = gc(tansu, s3, "--topic", topic, "--grace-sec", "0", "--delete")
+    assert r.returncode == 0 and listed(r.stdout) == [], r.stderr
+
+
+def test_a_deleted_topics_objects_all_go_and_other_topics_keep_theirs(s3_proxy, s3, tansu):
+    from confluent_kafka.admin import AdminClient
+
+    gone = create_topic(s3_proxy.bootstrap)
+    alive = create_topic(s3_proxy.bootstrap)
+    gone_objects = produce_lfs(s3_proxy.bootstrap, gone, 3)
+    alive_objects = produce_lfs(s3_proxy.bootstrap, alive, 2)
+    admin = AdminClient({"bootstrap.servers": tansu.address})
+    admin.delete_topics([gone])[gone].result(15)
+
+    # No --topic: every topic with objects in the store.
+    r = gc(tansu, s3, "--grace-sec", "0", "--delete")
+    assert r.returncode == 0, r.stderr
+    assert f"topic {gone}: 0 records read (topic no longer exists)" in r.stderr, r.stderr
+    assert sorted(gone_objects) == [k for k in listed(r.stdout) if f"/{gone}/" in k]
+    assert s3.keys(f"default/{gone}/") == []
+    assert s3.keys(f"default/{alive}/") == sorted(alive_objects)
+
+
+def test_an_unreachable_broker_is_an_error_never_a_deleted_topic(s3_proxy, s3, tansu):
+    topic = create_topic(s3_proxy.bootstrap)
+    objects = produce_lfs(s3_proxy.bootstrap, topic, 1)
+    from conftest import free_port
+
+    r = gc(tansu, s3, "--topic", topic, "--grace-sec", "0", "--delete",
+           bootstrap=f"127.0.0.2:{free_port('127.0.0.2')}")
+    assert r.returncode != 0
+    assert f"topic {topic}: not collected" in r.stderr, r.stderr
+    assert s3.keys(f"default/{topic}/") == sorted(objects)
