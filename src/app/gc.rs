@@ -30,12 +30,11 @@ pub async fn collect_garbage(args: GcArgs) -> anyhow::Result<()> {
     } else {
         args.topics.clone()
     };
-    let grace = chrono::Duration::seconds(i64::try_from(args.grace_sec).unwrap_or(i64::MAX / 1000));
     let collector = Collector {
         store: lfs.store.clone(),
         scope,
         cluster: Arc::new(super::own_cluster(&args.upstream, &security)),
-        grace,
+        grace: crate::config::grace(args.grace_sec),
         delete: args.delete,
     };
     let verb = if args.delete {

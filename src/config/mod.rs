@@ -4,6 +4,7 @@
 //! hands out typed values. The environment names are a contract (see the
 //! README's table): they never change.
 
+mod gc;
 mod http;
 mod listener;
 mod policy;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use gc::{grace, GcSettings};
 pub use http::HttpSettings;
 pub use listener::{ClientSaslMode, ListenerSettings};
 pub use policy::PolicySettings;
@@ -201,6 +203,8 @@ pub struct Settings {
     pub rr: RrSettings,
     #[command(flatten)]
     pub streams: StreamSettings,
+    #[command(flatten)]
+    pub gc: GcSettings,
     #[command(flatten)]
     pub rehydrate: RehydrateSettings,
     #[command(flatten)]

@@ -119,3 +119,29 @@ def test_an_unreachable_broker_is_an_error_never_a_deleted_topic(s3_proxy, s3, t
     assert r.returncode != 0
     assert f"topic {topic}: not collected" in r.stderr, r.stderr
     assert s3.keys(f"default/{topic}/") == sorted(objects)
+
+
+def test_background_gc_in_the_proxy_deletes_only_the_unreferenced(tansu, workdir, s3):
+    import time
+
+    from conftest import metric
+
+    env = dict(s3.proxy_env(), KAFSCALE_LFS_PROXY_GC_INTERVAL_SEC="1", KAFSCALE_LFS_PROXY_GC_GRACE_SEC="2")
+    p = Proxy(tansu.address, workdir, capture=False, env=env)
+    p.wait_ready()
+    try:
+        topic = create_topic(p.bootstrap)
+        kept = produce_lfs(p.bootstrap, topic, 3)
+        strays = [stray(s3, topic, f"bg{i}") for i in range(2)]
+        deadline = time.time() + 30
+        while time.time() < deadline and set(strays) & set(s3.keys(f"default/{topic}/")):
+            time.sleep(0.5)
+        assert s3.keys(f"default/{topic}/") == sorted(kept), p.read_log()[-3000:]
+        for key, original in kept.items():
+            assert s3.get(key) == original
+        metrics = p.http("/metrics")[1]
+        assert metric(metrics, "kafka_lfs_proxy_gc_objects_deleted_total") >= 2, metrics
+        assert metric(metrics, "kafka_lfs_proxy_gc_objects_referenced_total") >= 3, metrics
+        assert "panicked" not in p.read_log()
+    finally:
+        p.stop()

@@ -27,6 +27,7 @@
 //! same object is a no-op. A run stopped part way leaves no partial
 //! state: rerun it, and it lists only what is left.
 
+mod background;
 mod references;
 mod sweep;
 
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+pub use background::collect_every;
 pub use references::{read_references, References, TopicLog};
 pub use sweep::{judge, sweep, SweepCounts, Verdict};
 
