@@ -12,6 +12,7 @@ pub mod body;
 pub mod cached;
 pub mod download;
 pub mod error;
+mod idempotency;
 pub mod jwt;
 pub mod middleware;
 pub mod one_way;

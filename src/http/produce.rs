@@ -2,12 +2,13 @@
 //! is computed, then the envelope is produced to Kafka and the broker's
 //! answer checked. The body is never held whole: memory is one chunk plus
 //! the multipart parts in flight. When anything after the upload fails,
-//! the object is deleted, so no blob is left without an envelope.
+//! the object is deleted, so no blob is left without an envelope. With an
+//! `Idempotency-Key`, a retry gets the first answer (`idempotency`).
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -15,16 +16,20 @@ use chrono::Utc;
 
 use super::body::BodyReader;
 use super::error::ApiError;
+use super::idempotency;
+use super::middleware::Caller;
 use super::policy;
 use super::target::{self, ProduceTarget};
 use super::Sidecar;
 use crate::kafka::client::producer::{OutgoingRecord, ProduceError, Produced};
 use crate::lfs::envelope::Envelope;
+use crate::lfs::idempotency::{fingerprint, Answer, IdempotencyRecords, KeyState};
 use crate::lfs::offload::{delete_orphans, Offload, OffloadError};
 use crate::metrics as m;
 
 pub async fn produce(
     State(sidecar): State<Arc<Sidecar>>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -38,6 +43,71 @@ pub async fn produce(
     if declared.is_some_and(|n| n > sidecar.lfs.max_blob_size) {
         return Err(sidecar.too_large());
     }
+    let Some(idempotency_key) = idempotency::key_from_headers(&headers)? else {
+        let (envelope, produced) =
+            offload_and_publish(&sidecar, &target, expected, declared, body).await?;
+        return Ok(envelope_response(&envelope, produced));
+    };
+    let caller = caller.and_then(|Extension(c)| c.0);
+    let records = IdempotencyRecords::new(sidecar.lfs.store.clone(), sidecar.lfs.namespace.clone());
+    match records
+        .claim(caller.as_ref(), &idempotency_key)
+        .await
+        .map_err(storage_failed)?
+    {
+        KeyState::Claimed => {}
+        KeyState::InProgress => return Err(idempotency::in_progress()),
+        KeyState::Answered(answer) => {
+            let reader = BodyReader::new(body, sidecar.config.read_idle);
+            let sha =
+                idempotency::body_sha256(reader, sidecar.lfs.max_blob_size, sidecar.too_large())
+                    .await?;
+            let same = fingerprint(&target.topic, target.key.as_deref(), target.partition, &sha);
+            if same != answer.fingerprint {
+                return Err(idempotency::key_reused());
+            }
+            return Ok(idempotency::replayed(&answer));
+        }
+    }
+    match offload_and_publish(&sidecar, &target, expected, declared, body).await {
+        Ok((envelope, produced)) => {
+            let answer = Answer {
+                fingerprint: fingerprint(
+                    &target.topic,
+                    target.key.as_deref(),
+                    target.partition,
+                    &envelope.sha256,
+                ),
+                envelope: String::from_utf8_lossy(&envelope.to_json()).into_owned(),
+                partition: produced.partition,
+                offset: produced.offset,
+            };
+            if let Err(error) = records
+                .complete(caller.as_ref(), &idempotency_key, answer)
+                .await
+            {
+                // The record is produced: answer it; a retry will find the
+                // claim and be told to wait until it expires.
+                tracing::warn!(%error, "cannot record an idempotent answer");
+            }
+            Ok(envelope_response(&envelope, produced))
+        }
+        Err(error) => {
+            records.release(caller.as_ref(), &idempotency_key).await;
+            Err(error)
+        }
+    }
+}
+
+/// Stores the body (verified, policy-checked), then produces its envelope;
+/// the object is deleted when anything after the upload fails.
+async fn offload_and_publish(
+    sidecar: &Sidecar,
+    target: &ProduceTarget,
+    expected: target::ExpectedChecksum,
+    declared: Option<u64>,
+    body: Body,
+) -> Result<(Envelope, Produced), ApiError> {
     let mut value_check = policy::ValueCheck::begin(
         policy::for_topic(&sidecar.policies, &target.topic),
         target.key.as_deref(),
@@ -52,7 +122,7 @@ pub async fn produce(
         expected.alg,
     );
     let reader = BodyReader::new(body, sidecar.config.read_idle);
-    let stored = store_body(&sidecar, &mut offload, reader, value_check.as_mut()).await;
+    let stored = store_body(sidecar, &mut offload, reader, value_check.as_mut()).await;
     if let Err(error) = stored.and_then(|()| value_check.as_ref().map_or(Ok(()), |c| c.judge())) {
         offload.abort().await;
         return Err(error);
@@ -66,8 +136,8 @@ pub async fn produce(
         )
         .await
         .map_err(|e| sidecar.offload_failed(e))?;
-    match sidecar.publish(&target, &envelope).await {
-        Ok(produced) => Ok(envelope_response(&envelope, produced)),
+    match sidecar.publish(target, &envelope).await {
+        Ok(produced) => Ok((envelope, produced)),
         Err(error) => {
             delete_orphans(&sidecar.lfs, &[key]).await;
             Err(error)

@@ -176,6 +176,24 @@ impl Backend {
             .map(drop)
     }
 
+    /// Writes `data` at `key` only if nothing is there (S3 `If-None-Match:
+    /// *`, an exclusive create on a directory); `false` when something was.
+    pub async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, object_store::Error> {
+        let options = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&Path::from(key), PutPayload::from(data), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes, object_store::Error> {
         self.store.get(&Path::from(key)).await?.bytes().await
     }

@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod cleanup;
 pub mod envelope;
 pub mod gc;
+pub mod idempotency;
 pub mod multipart;
 pub mod offload;
 pub mod rehydrate;

@@ -407,6 +407,25 @@ impl BlobStore {
         self.backend.list_objects(prefix)
     }
 
+    /// A small object, or `None` when there is none.
+    pub async fn get_small(&self, key: &str) -> Result<Option<Bytes>, object_store::Error> {
+        match self.backend.get_bytes(key).await {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a small object, replacing what is there.
+    pub async fn put_small(&self, key: &str, data: Vec<u8>) -> Result<(), object_store::Error> {
+        self.backend.put_small(key, data).await
+    }
+
+    /// Writes a small object only if there is none; `false` when there was.
+    pub async fn put_new(&self, key: &str, data: Vec<u8>) -> Result<bool, object_store::Error> {
+        self.backend.put_new(key, data).await
+    }
+
     /// The names one level below `prefix`.
     pub async fn child_prefixes(&self, prefix: &str) -> Result<Vec<String>, object_store::Error> {
         self.backend.child_prefixes(prefix).await
