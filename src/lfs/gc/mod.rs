@@ -91,7 +91,7 @@ impl Collector {
     ) -> Result<TopicReport, GcError> {
         let started: DateTime<Utc> = Utc::now();
         let cutoff = started - self.grace;
-        let log = read_references(Arc::clone(&self.cluster), &self.scope, topic, |records| {
+        let log = read_references(Arc::clone(&self.cluster), topic, |records| {
             tracing::info!(topic, records, "gc: reading the log");
         })
         .await?;

@@ -2,9 +2,13 @@
 //! proxy's bucket and namespace, read from the log start of every
 //! partition to the log end seen when the read began.
 //!
-//! - Only envelopes naming an object of *this* topic count: the resolver
-//!   accepts an envelope only on the topic its key names (`lfs::resolve`),
-//!   so a copy of an envelope on another topic never kept an object alive.
+//! - What counts as a reference is read leniently, so that a doubt keeps
+//!   an object: any value that is a JSON object with a `kfs_lfs` field and
+//!   a string `key` references that key, whatever its other fields (a
+//!   KafScale envelope, a newer version), its bucket or its declared size.
+//!   Only the keys under the swept topic's prefix matter: the resolver
+//!   accepts an envelope only on the topic its key names
+//!   (`lfs::resolve`), so a copy on another topic never kept an object.
 //! - Every record still in the log counts, whatever the topic's cleanup
 //!   policy: on a compacted topic an overwritten value's object is freed
 //!   once the broker's cleaner has removed the old record, never while a
@@ -22,7 +26,6 @@ use sha2::{Digest, Sha256};
 
 use crate::kafka::client::cluster::{CallError, Cluster};
 use crate::kafka::client::consumer::{PartitionConsumer, StartAt};
-use crate::lfs::resolve::EnvelopeScope;
 
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
 const UNKNOWN_TOPIC: i16 = 3;
@@ -61,6 +64,23 @@ impl References {
     }
 }
 
+/// The object key a record value references, read leniently.
+fn referenced_key(value: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct AnyEnvelope {
+        #[allow(dead_code)]
+        kfs_lfs: serde_json::Value,
+        key: String,
+    }
+    let start = value.iter().position(|b| !b.is_ascii_whitespace())?;
+    if value[start] != b'{' || memchr::memmem::find(value, b"\"kfs_lfs\"").is_none() {
+        return None;
+    }
+    serde_json::from_slice::<AnyEnvelope>(value)
+        .ok()
+        .map(|e| e.key)
+}
+
 /// The first 16 bytes of the SHA-256 of an object key.
 fn key_id(key: &str) -> u128 {
     let digest = Sha256::digest(key.as_bytes());
@@ -82,7 +102,6 @@ pub enum TopicLog {
 /// records read so far.
 pub async fn read_references(
     cluster: Arc<Cluster>,
-    scope: &EnvelopeScope,
     topic: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<TopicLog, CallError> {
@@ -106,14 +125,25 @@ pub async fn read_references(
             listed.error_code
         )));
     }
+    if listed.partitions.is_empty() {
+        // A topic being created: reading nothing would reference nothing.
+        return Err(CallError::Unavailable(format!(
+            "topic {topic} has no partitions yet"
+        )));
+    }
     let mut consumer = PartitionConsumer::new(
         Arc::clone(&cluster),
         Duration::from_millis(100),
         PARTITION_MAX_BYTES,
     );
-    consumer
+    let assigned = consumer
         .assign_topics(&[topic], StartAt::Earliest, false)
         .await?;
+    if assigned.get(topic).copied().unwrap_or(0) != listed.partitions.len() {
+        return Err(CallError::Unavailable(format!(
+            "topic {topic} changed while being read (partitions added or leaders moving); try again"
+        )));
+    }
     let mut ends = Vec::new();
     for (partition, leader) in listed
         .partitions
@@ -130,10 +160,8 @@ pub async fn read_references(
         let got = !records.is_empty();
         for record in records {
             references.records += 1;
-            if let Some(value) = record.value.as_deref() {
-                if let Ok(envelope) = scope.recognise(value, Some(topic)) {
-                    references.add(&envelope.key);
-                }
+            if let Some(key) = record.value.as_deref().and_then(referenced_key) {
+                references.add(&key);
             }
         }
         if reported.elapsed() >= Duration::from_secs(5) {
@@ -158,6 +186,24 @@ pub async fn read_references(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_envelope_shape_references_its_key_and_other_values_nothing() {
+        let ours = br#"{"kfs_lfs":1,"bucket":"b","key":"ns/t/lfs/2026/01/01/obj-a","size":1,"sha256":"00"}"#;
+        assert_eq!(
+            referenced_key(ours).as_deref(),
+            Some("ns/t/lfs/2026/01/01/obj-a")
+        );
+        let newer = br#" {"kfs_lfs":2,"key":"k","size":99999999999999,"future":true}"#;
+        assert_eq!(
+            referenced_key(newer).as_deref(),
+            Some("k"),
+            "unknown fields and sizes keep it"
+        );
+        assert_eq!(referenced_key(b"plain bytes"), None);
+        assert_eq!(referenced_key(br#"{"kfs_lfs":1}"#), None, "no key");
+        assert_eq!(referenced_key(br#"{"key":"k"}"#), None, "not an envelope");
+    }
 
     #[test]
     fn references_are_matched_by_key_and_only_by_key() {
