@@ -182,6 +182,16 @@ fn describe() {
         "Records produced by one-way produce routes, by route"
     );
     metrics::describe_counter!(
+        GC_OBJECTS_SCANNED_TOTAL,
+        "Objects listed by garbage collection"
+    );
+    metrics::describe_counter!(
+        GC_OBJECTS_REFERENCED_TOTAL,
+        "Objects garbage collection found referenced by a record"
+    );
+    metrics::describe_counter!(GC_OBJECTS_DELETED_TOTAL, "Unreferenced objects deleted");
+    metrics::describe_counter!(GC_BYTES_RECLAIMED_TOTAL, "Bytes of the objects deleted");
+    metrics::describe_counter!(
         OWN_PRODUCE_REQUESTS_TOTAL,
         "Produce requests sent by the proxy's own producer"
     );

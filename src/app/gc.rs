@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::config::GcArgs;
+use crate::config::{GcArgs, GcSettings, UpstreamSettings};
+use crate::kafka::relay::upstream::UpstreamSecurity;
 use crate::lfs::gc::{self, Collector, TopicReport};
+use crate::lfs::Lfs;
+use crate::shutdown::Shutdown;
 
 /// Collects every topic asked for (or found in the store); fails when any
 /// topic could not be collected or any delete failed, after trying all.
@@ -22,21 +25,20 @@ pub async fn collect_garbage(args: GcArgs) -> anyhow::Result<()> {
     super::init_logging(&args.process);
     let lfs = super::lfs(&args.storage)?;
     let security = Arc::new(super::parts::upstream_security(&args.upstream)?);
-    let scope = lfs.envelope_scope();
     let topics = if args.topics.is_empty() {
-        gc::topics_in_store(&lfs.store, &scope.namespace)
+        gc::topics_in_store(&lfs.store, &lfs.namespace)
             .await
             .context("listing the store's topics")?
     } else {
         args.topics.clone()
     };
-    let collector = Collector {
-        store: lfs.store.clone(),
-        scope,
-        cluster: Arc::new(super::own_cluster(&args.upstream, &security)),
-        grace: crate::config::grace(args.grace_sec),
-        delete: args.delete,
-    };
+    let collector = collector(
+        &lfs,
+        &args.upstream,
+        &security,
+        crate::config::grace(args.grace_sec),
+        args.delete,
+    );
     let verb = if args.delete {
         "deleted"
     } else {
@@ -58,7 +60,7 @@ pub async fn collect_garbage(args: GcArgs) -> anyhow::Result<()> {
         match report {
             Ok(report) => {
                 failed_deletes += report.counts.delete_failures;
-                reclaimed += report.counts.unreferenced_bytes;
+                reclaimed += freed_bytes(&report, args.delete);
                 eprintln!("{}", summary(&report, verb));
             }
             Err(error) => {
@@ -82,6 +84,51 @@ pub async fn collect_garbage(args: GcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the proxy's background collection when `GC_INTERVAL_SEC` is set.
+pub fn spawn_background(
+    gc: &GcSettings,
+    lfs: &Lfs,
+    upstream: &UpstreamSettings,
+    security: &Arc<UpstreamSecurity>,
+    shutdown: Shutdown,
+) {
+    let Some(every) = gc.interval() else {
+        return;
+    };
+    tracing::info!(
+        every_sec = every.as_secs(),
+        grace_sec = gc.gc_grace_sec,
+        "background gc on"
+    );
+    let collector = collector(lfs, upstream, security, gc.grace(), true);
+    tokio::spawn(gc::collect_every(collector, every, shutdown));
+}
+
+fn collector(
+    lfs: &Lfs,
+    upstream: &UpstreamSettings,
+    security: &Arc<UpstreamSecurity>,
+    grace: chrono::Duration,
+    delete: bool,
+) -> Collector {
+    Collector {
+        store: lfs.store.clone(),
+        namespace: lfs.namespace.clone(),
+        cluster: Arc::new(super::own_cluster(upstream, security)),
+        grace,
+        delete,
+    }
+}
+
+/// The bytes deleted, or in a dry run the bytes that would be.
+fn freed_bytes(report: &TopicReport, deleting: bool) -> u64 {
+    if deleting {
+        report.counts.deleted_bytes
+    } else {
+        report.counts.unreferenced_bytes
+    }
+}
+
 fn summary(report: &TopicReport, verb: &str) -> String {
     let c = &report.counts;
     format!(
@@ -93,7 +140,7 @@ fn summary(report: &TopicReport, verb: &str) -> String {
         c.referenced,
         c.young,
         c.unreferenced,
-        c.unreferenced_bytes,
+        freed_bytes(report, verb == "deleted"),
         if c.delete_failures > 0 { format!(", {} deletes failed", c.delete_failures) } else { String::new() },
     )
 }

@@ -148,25 +148,7 @@ pub async fn run_proxy(settings: Settings) -> anyhow::Result<()> {
     // processes recorded is finished.
     tokio::spawn(Arc::clone(lfs.store.cleanup()).run());
     tokio::spawn(Arc::clone(lfs.store.cleanup()).resume(trigger.subscribe()));
-    if let Some(every) = gc.interval() {
-        let collector = crate::lfs::gc::Collector {
-            store: lfs.store.clone(),
-            scope: lfs.envelope_scope(),
-            cluster: Arc::new(parts::own_cluster(upstream, &security)),
-            grace: gc.grace(),
-            delete: true,
-        };
-        tracing::info!(
-            every_sec = every.as_secs(),
-            grace_sec = gc.gc_grace_sec,
-            "background gc on"
-        );
-        tokio::spawn(crate::lfs::gc::collect_every(
-            collector,
-            every,
-            trigger.subscribe(),
-        ));
-    }
+    super::gc::spawn_background(gc, &lfs, upstream, &security, trigger.subscribe());
     let brokers = BrokerListeners::new(
         listener.addr.ip(),
         &listener.advertised_host(),

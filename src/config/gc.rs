@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// The grace period unless set: a day, far above any produce window.
+pub const DEFAULT_GRACE_SEC: u64 = 86_400;
+
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Garbage collection")]
 pub struct GcSettings {
@@ -21,7 +24,7 @@ pub struct GcSettings {
     #[arg(
         long,
         env = "KAFSCALE_LFS_PROXY_GC_GRACE_SEC",
-        default_value_t = 86_400
+        default_value_t = DEFAULT_GRACE_SEC
     )]
     pub gc_grace_sec: u64,
 }

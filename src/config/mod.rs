@@ -95,7 +95,7 @@ pub struct GcArgs {
     #[arg(
         long,
         env = "KAFSCALE_LFS_PROXY_GC_GRACE_SEC",
-        default_value_t = 86_400
+        default_value_t = gc::DEFAULT_GRACE_SEC
     )]
     pub grace_sec: u64,
     #[command(flatten)]

@@ -4,14 +4,18 @@
 //! another request is 409. Records live in the object store
 //! (`lfs::idempotency`), so any replica answers the retry.
 
-use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sha2::{Digest, Sha256};
 
 use super::body::BodyReader;
 use super::error::ApiError;
-use crate::lfs::idempotency::Answer;
+use super::produce::{
+    envelope_json_response, envelope_response, offload_and_publish, storage_failed, ProduceRequest,
+};
+use super::Sidecar;
+use crate::kafka::client::producer::Produced;
+use crate::lfs::idempotency::{fingerprint, Answer, IdempotencyRecords, KeyState};
 
 /// Longest key accepted.
 const MAX_KEY_LEN: usize = 255;
@@ -30,6 +34,65 @@ pub fn key_from_headers(headers: &HeaderMap) -> Result<Option<String>, ApiError>
         ));
     }
     Ok(Some(key.to_owned()))
+}
+
+/// Produces `request` once per caller and key: the first request claims
+/// the key and records its answer; a retry with the same request gets
+/// that answer; anything else with the key is 409.
+pub async fn produce_once(
+    sidecar: &Sidecar,
+    caller: Option<[u8; 32]>,
+    key: &str,
+    request: ProduceRequest,
+) -> Result<Response, ApiError> {
+    let records = IdempotencyRecords::new(sidecar.lfs.store.clone(), sidecar.lfs.namespace.clone());
+    let target = &request.target;
+    let fingerprint_of =
+        |sha: &str| fingerprint(&target.topic, target.key.as_deref(), target.partition, sha);
+    match records
+        .claim(caller.as_ref(), key)
+        .await
+        .map_err(storage_failed)?
+    {
+        KeyState::Claimed => {}
+        KeyState::InProgress => return Err(in_progress()),
+        KeyState::Answered(answer) => {
+            let reader = BodyReader::new(request.body, sidecar.config.read_idle);
+            let sha = body_sha256(reader, sidecar.lfs.max_blob_size, sidecar.too_large()).await?;
+            if fingerprint_of(&sha) != answer.fingerprint {
+                return Err(key_reused());
+            }
+            return Ok(replayed(&answer));
+        }
+    }
+    // The fingerprint of the body as stored: known once it is.
+    let (topic, record_key, partition) =
+        (target.topic.clone(), target.key.clone(), target.partition);
+    match offload_and_publish(sidecar, request).await {
+        Ok((envelope, produced)) => {
+            let answer = Answer {
+                fingerprint: fingerprint(
+                    &topic,
+                    record_key.as_deref(),
+                    partition,
+                    &envelope.sha256,
+                ),
+                envelope: String::from_utf8_lossy(&envelope.to_json()).into_owned(),
+                partition: produced.partition,
+                offset: produced.offset,
+            };
+            if let Err(error) = records.complete(caller.as_ref(), key, answer).await {
+                // The record is produced: answer it; a retry will find the
+                // claim and be told to wait until it expires.
+                tracing::warn!(%error, "cannot record an idempotent answer");
+            }
+            Ok(envelope_response(&envelope, produced))
+        }
+        Err(error) => {
+            records.release(caller.as_ref(), key).await;
+            Err(error)
+        }
+    }
 }
 
 /// The SHA-256 (hex) of a body read to its end, never held; at most
@@ -52,17 +115,15 @@ pub async fn body_sha256(
 }
 
 /// The first answer again, marked as a replay.
-pub fn replayed(answer: &Answer) -> Response {
-    let mut response = (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        Body::from(answer.envelope.clone()),
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert("x-kafka-partition", HeaderValue::from(answer.partition));
-    headers.insert("x-kafka-offset", HeaderValue::from(answer.offset));
-    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+fn replayed(answer: &Answer) -> Response {
+    let produced = Produced {
+        partition: answer.partition,
+        offset: answer.offset,
+    };
+    let mut response = envelope_json_response(answer.envelope.clone(), produced);
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
 }
 

@@ -23,7 +23,6 @@ use super::target::{self, ProduceTarget};
 use super::Sidecar;
 use crate::kafka::client::producer::{OutgoingRecord, ProduceError, Produced};
 use crate::lfs::envelope::Envelope;
-use crate::lfs::idempotency::{fingerprint, Answer, IdempotencyRecords, KeyState};
 use crate::lfs::offload::{delete_orphans, Offload, OffloadError};
 use crate::metrics as m;
 
@@ -43,71 +42,46 @@ pub async fn produce(
     if declared.is_some_and(|n| n > sidecar.lfs.max_blob_size) {
         return Err(sidecar.too_large());
     }
-    let Some(idempotency_key) = idempotency::key_from_headers(&headers)? else {
-        let (envelope, produced) =
-            offload_and_publish(&sidecar, &target, expected, declared, body).await?;
-        return Ok(envelope_response(&envelope, produced));
+    let request = ProduceRequest {
+        target,
+        expected,
+        declared,
+        body,
     };
-    let caller = caller.and_then(|Extension(c)| c.0);
-    let records = IdempotencyRecords::new(sidecar.lfs.store.clone(), sidecar.lfs.namespace.clone());
-    match records
-        .claim(caller.as_ref(), &idempotency_key)
-        .await
-        .map_err(storage_failed)?
-    {
-        KeyState::Claimed => {}
-        KeyState::InProgress => return Err(idempotency::in_progress()),
-        KeyState::Answered(answer) => {
-            let reader = BodyReader::new(body, sidecar.config.read_idle);
-            let sha =
-                idempotency::body_sha256(reader, sidecar.lfs.max_blob_size, sidecar.too_large())
-                    .await?;
-            let same = fingerprint(&target.topic, target.key.as_deref(), target.partition, &sha);
-            if same != answer.fingerprint {
-                return Err(idempotency::key_reused());
-            }
-            return Ok(idempotency::replayed(&answer));
+    match idempotency::key_from_headers(&headers)? {
+        Some(key) => {
+            let caller = caller.and_then(|Extension(c)| c.0);
+            idempotency::produce_once(&sidecar, caller, &key, request).await
         }
-    }
-    match offload_and_publish(&sidecar, &target, expected, declared, body).await {
-        Ok((envelope, produced)) => {
-            let answer = Answer {
-                fingerprint: fingerprint(
-                    &target.topic,
-                    target.key.as_deref(),
-                    target.partition,
-                    &envelope.sha256,
-                ),
-                envelope: String::from_utf8_lossy(&envelope.to_json()).into_owned(),
-                partition: produced.partition,
-                offset: produced.offset,
-            };
-            if let Err(error) = records
-                .complete(caller.as_ref(), &idempotency_key, answer)
-                .await
-            {
-                // The record is produced: answer it; a retry will find the
-                // claim and be told to wait until it expires.
-                tracing::warn!(%error, "cannot record an idempotent answer");
-            }
+        None => {
+            let (envelope, produced) = offload_and_publish(&sidecar, request).await?;
             Ok(envelope_response(&envelope, produced))
-        }
-        Err(error) => {
-            records.release(caller.as_ref(), &idempotency_key).await;
-            Err(error)
         }
     }
 }
 
+/// What `/lfs/produce` was asked, once its headers are checked.
+pub(super) struct ProduceRequest {
+    pub target: ProduceTarget,
+    pub expected: target::ExpectedChecksum,
+    /// `Content-Length`, when sent.
+    pub declared: Option<u64>,
+    pub body: Body,
+}
+
 /// Stores the body (verified, policy-checked), then produces its envelope;
 /// the object is deleted when anything after the upload fails.
-async fn offload_and_publish(
+pub(super) async fn offload_and_publish(
     sidecar: &Sidecar,
-    target: &ProduceTarget,
-    expected: target::ExpectedChecksum,
-    declared: Option<u64>,
-    body: Body,
+    request: ProduceRequest,
 ) -> Result<(Envelope, Produced), ApiError> {
+    let ProduceRequest {
+        target,
+        expected,
+        declared,
+        body,
+    } = request;
+    let target = &target;
     let mut value_check = policy::ValueCheck::begin(
         policy::for_topic(&sidecar.policies, &target.topic),
         target.key.as_deref(),
@@ -281,10 +255,15 @@ pub(crate) fn produce_failed(error: ProduceError) -> ApiError {
 
 /// 200 with the envelope as JSON; partition and offset in headers.
 pub fn envelope_response(envelope: &Envelope, produced: Produced) -> Response {
+    envelope_json_response(envelope.to_json(), produced)
+}
+
+/// 200 with an envelope already rendered as JSON.
+pub fn envelope_json_response(json: impl Into<Body>, produced: Produced) -> Response {
     let mut response = (
         StatusCode::OK,
         [("content-type", "application/json")],
-        envelope.to_json(),
+        json.into(),
     )
         .into_response();
     let headers = response.headers_mut();

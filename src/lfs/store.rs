@@ -409,7 +409,7 @@ impl BlobStore {
 
     /// A small object, or `None` when there is none.
     pub async fn get_small(&self, key: &str) -> Result<Option<Bytes>, object_store::Error> {
-        match self.backend.get_bytes(key).await {
+        match self.get(key).await {
             Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),

@@ -10,19 +10,9 @@ import os
 import subprocess
 import uuid
 
-import pytest
-
 from conftest import PROXY_BIN, Proxy
 from test_lfs import consume, create_topic
-from test_lfs_s3 import envelopes
-
-
-@pytest.fixture(scope="module")
-def s3_proxy(tansu, workdir, s3):
-    p = Proxy(tansu.address, workdir, capture=False, env=s3.proxy_env())
-    p.wait_ready()
-    yield p
-    p.stop()
+from test_lfs_s3 import envelopes, s3_proxy  # noqa: F401  (the module fixture)
 
 
 def gc(tansu, s3, *args, bootstrap=None):
@@ -81,6 +71,7 @@ def test_dry_run_then_delete_removes_exactly_the_unreferenced(s3_proxy, s3, tans
     r = gc(tansu, s3, "--topic", topic, "--grace-sec", "0", "--delete")
     assert r.returncode == 0, r.stderr
     assert listed(r.stdout) == strays
+    assert "deleted 3000 bytes" in r.stderr, r.stderr
     assert s3.keys(f"default/{topic}/") == sorted(kept)
     for key, original in kept.items():
         assert hashlib.sha256(s3.get(key)).hexdigest() == hashlib.sha256(original).hexdigest()

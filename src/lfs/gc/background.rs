@@ -16,7 +16,7 @@ pub async fn collect_every(collector: Collector, interval: Duration, mut shutdow
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait() => return,
         }
-        let topics = match topics_in_store(&collector.store, &collector.scope.namespace).await {
+        let topics = match topics_in_store(&collector.store, &collector.namespace).await {
             Ok(t) => t,
             Err(error) => {
                 tracing::warn!(%error, "gc: cannot list the store's topics; next time");
@@ -41,7 +41,7 @@ pub async fn collect_every(collector: Collector, interval: Duration, mut shutdow
                     referenced = report.counts.referenced,
                     young = report.counts.young,
                     deleted = report.counts.deleted,
-                    bytes = report.counts.unreferenced_bytes,
+                    bytes = report.counts.deleted_bytes,
                     topic_missing = report.topic_missing,
                     "gc: topic collected"
                 ),

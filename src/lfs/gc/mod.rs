@@ -40,7 +40,6 @@ pub use references::{read_references, References, TopicLog};
 pub use sweep::{judge, sweep, SweepCounts, Verdict};
 
 use crate::kafka::client::cluster::{CallError, Cluster};
-use crate::lfs::resolve::EnvelopeScope;
 use crate::lfs::store::BlobStore;
 
 /// Why a topic could not be collected.
@@ -75,7 +74,8 @@ pub async fn topics_in_store(
 /// What one collection needs.
 pub struct Collector {
     pub store: BlobStore,
-    pub scope: EnvelopeScope,
+    /// The namespace whose `{namespace}/{topic}/lfs/` prefixes are swept.
+    pub namespace: String,
     pub cluster: Arc<Cluster>,
     /// Objects modified after `started - grace` are kept.
     pub grace: chrono::Duration,
@@ -109,7 +109,7 @@ impl Collector {
             topic_missing,
             "gc: log read; listing the store"
         );
-        let prefix = format!("{}/{topic}/lfs", self.scope.namespace);
+        let prefix = format!("{}/{topic}/lfs", self.namespace);
         let counts = sweep(
             &self.store,
             &prefix,
@@ -130,10 +130,7 @@ impl Collector {
         metrics::counter!(crate::metrics::GC_OBJECTS_SCANNED_TOTAL).increment(counts.scanned);
         metrics::counter!(crate::metrics::GC_OBJECTS_REFERENCED_TOTAL).increment(counts.referenced);
         metrics::counter!(crate::metrics::GC_OBJECTS_DELETED_TOTAL).increment(counts.deleted);
-        if self.delete {
-            metrics::counter!(crate::metrics::GC_BYTES_RECLAIMED_TOTAL)
-                .increment(counts.unreferenced_bytes);
-        }
+        metrics::counter!(crate::metrics::GC_BYTES_RECLAIMED_TOTAL).increment(counts.deleted_bytes);
         Ok(TopicReport {
             topic: topic.to_owned(),
             topic_missing,

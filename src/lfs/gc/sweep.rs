@@ -32,6 +32,8 @@ pub struct SweepCounts {
     /// Bytes of the unreferenced objects (reclaimed when deleting).
     pub unreferenced_bytes: u64,
     pub deleted: u64,
+    /// Bytes of the objects deleted.
+    pub deleted_bytes: u64,
     pub delete_failures: u64,
 }
 
@@ -91,6 +93,7 @@ pub async fn sweep(
                     match store.delete(&key).await {
                         Ok(()) => {
                             counts.deleted += 1;
+                            counts.deleted_bytes += meta.size;
                             Ok(())
                         }
                         Err(e) => {
