@@ -22,6 +22,9 @@ use crate::tls::MaybeTlsStream;
 
 type UpstreamReader = BufReader<ReadHalf<BrokerStream>>;
 
+/// Longest a graceful close of the client's side may take.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) async fn forward_responses(
     proxy: &Arc<Proxy>,
     conn: &ConnectionInfo,
@@ -42,7 +45,14 @@ pub(super) async fn forward_responses(
     loop {
         let entry = match owed.try_recv() {
             Ok(entry) => entry,
-            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                // Everything owed is written: close the client's side
+                // gracefully (TLS close_notify, then FIN) rather than by
+                // dropping it, so a client still reading the last answer
+                // (a refused SASL login) gets it before the end.
+                let _ = tokio::time::timeout(CLOSE_WAIT, client.shutdown()).await;
+                return Ok(());
+            }
             Err(mpsc::error::TryRecvError::Empty) => {
                 // Nothing owed: wait for a request, but notice at once when
                 // upstream closes so an idle client is not left hanging.
