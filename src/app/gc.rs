@@ -132,13 +132,14 @@ fn freed_bytes(report: &TopicReport, deleting: bool) -> u64 {
 fn summary(report: &TopicReport, verb: &str) -> String {
     let c = &report.counts;
     format!(
-        "topic {}: {} records read{}; {} objects: {} referenced, {} within the grace period, {} unreferenced ({verb} {} bytes){}",
+        "topic {}: {} records read{}; {} objects: {} referenced, {} within the grace period, {} in upload sessions, {} unreferenced ({verb} {} bytes){}",
         report.topic,
         report.records_read,
         if report.topic_missing { " (topic no longer exists)" } else { "" },
         c.scanned,
         c.referenced,
         c.young,
+        c.in_session,
         c.unreferenced,
         freed_bytes(report, verb == "deleted"),
         if c.delete_failures > 0 { format!(", {} deletes failed", c.delete_failures) } else { String::new() },

@@ -1,8 +1,9 @@
-//! `Idempotency-Key` on `POST /lfs/produce`: a retry of a request whose
-//! answer was lost gets the first answer (the same envelope, partition
-//! and offset) without a second object or record; the same key with
-//! another request is 409. Records live in the object store
-//! (`lfs::idempotency`), so any replica answers the retry.
+//! `Idempotency-Key` on `POST /lfs/produce` and on upload sessions'
+//! `complete`: a retry of a request whose answer was lost gets the first
+//! answer (the same envelope, partition and offset) without a second
+//! object or record; the same key with another request is 409. Records
+//! live in the object store (`lfs::idempotency`), so any replica answers
+//! the retry.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -15,7 +16,10 @@ use super::produce::{
 };
 use super::Sidecar;
 use crate::kafka::client::producer::Produced;
-use crate::lfs::idempotency::{fingerprint, Answer, IdempotencyRecords, KeyState};
+use crate::lfs::envelope::Envelope;
+use crate::lfs::idempotency::{
+    complete_fingerprint, fingerprint, Answer, IdempotencyRecords, KeyState,
+};
 
 /// Longest key accepted.
 const MAX_KEY_LEN: usize = 255;
@@ -70,28 +74,93 @@ pub async fn produce_once(
         (target.topic.clone(), target.key.clone(), target.partition);
     match offload_and_publish(sidecar, request).await {
         Ok((envelope, produced)) => {
-            let answer = Answer {
-                fingerprint: fingerprint(
-                    &topic,
-                    record_key.as_deref(),
-                    partition,
-                    &envelope.sha256,
-                ),
-                envelope: String::from_utf8_lossy(&envelope.to_json()).into_owned(),
-                partition: produced.partition,
-                offset: produced.offset,
-            };
-            if let Err(error) = records.complete(caller.as_ref(), key, answer).await {
-                // The record is produced: answer it; a retry will find the
-                // claim and be told to wait until it expires.
-                tracing::warn!(%error, "cannot record an idempotent answer");
-            }
+            let fingerprint =
+                fingerprint(&topic, record_key.as_deref(), partition, &envelope.sha256);
+            remember(
+                &records,
+                caller.as_ref(),
+                key,
+                fingerprint,
+                &envelope,
+                produced,
+            )
+            .await;
             Ok(envelope_response(&envelope, produced))
         }
         Err(error) => {
             records.release(caller.as_ref(), key).await;
             Err(error)
         }
+    }
+}
+
+/// Completes upload session `upload_id` (`run`) once per caller and key:
+/// a retry gets the first answer, also after the session is gone; the
+/// key used for another request is 409.
+pub async fn complete_once<F, Fut>(
+    sidecar: &Sidecar,
+    caller: Option<[u8; 32]>,
+    key: &str,
+    upload_id: &str,
+    run: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(Envelope, Produced), ApiError>>,
+{
+    let records = IdempotencyRecords::new(sidecar.lfs.store.clone(), sidecar.lfs.namespace.clone());
+    let fingerprint = complete_fingerprint(upload_id);
+    match records
+        .claim(caller.as_ref(), key)
+        .await
+        .map_err(storage_failed)?
+    {
+        KeyState::Claimed => {}
+        KeyState::InProgress => return Err(in_progress()),
+        KeyState::Answered(answer) if answer.fingerprint == fingerprint => {
+            return Ok(replayed(&answer))
+        }
+        KeyState::Answered(_) => return Err(key_reused()),
+    }
+    match run().await {
+        Ok((envelope, produced)) => {
+            remember(
+                &records,
+                caller.as_ref(),
+                key,
+                fingerprint,
+                &envelope,
+                produced,
+            )
+            .await;
+            Ok(envelope_response(&envelope, produced))
+        }
+        Err(error) => {
+            records.release(caller.as_ref(), key).await;
+            Err(error)
+        }
+    }
+}
+
+/// Records a claimed key's answer. On failure the answer is still given:
+/// the record is produced; a retry finds the claim and is told to wait
+/// until it goes stale.
+async fn remember(
+    records: &IdempotencyRecords,
+    caller: Option<&[u8; 32]>,
+    key: &str,
+    fingerprint: String,
+    envelope: &Envelope,
+    produced: Produced,
+) {
+    let answer = Answer {
+        fingerprint,
+        envelope: String::from_utf8_lossy(&envelope.to_json()).into_owned(),
+        partition: produced.partition,
+        offset: produced.offset,
+    };
+    if let Err(error) = records.complete(caller, key, answer).await {
+        tracing::warn!(%error, "cannot record an idempotent answer");
     }
 }
 

@@ -3,6 +3,7 @@
 //! download verification use); the requested algorithm is checked on top.
 
 use md5::Md5;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,43 @@ impl StreamingDigest {
     pub fn alg(&self) -> ChecksumAlg {
         self.alg
     }
+
+    /// The digest's state so far, as hex text another process can
+    /// [`resume`](Self::resume) from: upload sessions keep it between
+    /// parts, which may arrive at different replicas. The digests' own
+    /// serialized states (RustCrypto's `SerializableState`; CRC-32 is its
+    /// running value), never the bytes hashed.
+    pub fn save(&self) -> String {
+        let mut state = self.sha256.serialize().to_vec();
+        match &self.other {
+            None => {}
+            Some(OtherDigest::Md5(h)) => state.extend_from_slice(&h.serialize()),
+            Some(OtherDigest::Crc32(h)) => {
+                state.extend_from_slice(&h.clone().finalize().to_be_bytes())
+            }
+        }
+        hex::encode(state)
+    }
+
+    /// A digest continued from [`save`](Self::save)'s text; `None` when the
+    /// text is not a saved state of `alg`.
+    pub fn resume(alg: ChecksumAlg, saved: &str) -> Option<Self> {
+        let bytes = hex::decode(saved).ok()?;
+        let sha_len = std::mem::size_of::<SerializedState<Sha256>>();
+        let (sha, rest) = bytes.split_at_checked(sha_len)?;
+        let sha256 = Sha256::deserialize(&SerializedState::<Sha256>::try_from(sha).ok()?).ok()?;
+        let other = match alg {
+            ChecksumAlg::Sha256 if rest.is_empty() => None,
+            ChecksumAlg::Md5 => Some(OtherDigest::Md5(
+                Md5::deserialize(&SerializedState::<Md5>::try_from(rest).ok()?).ok()?,
+            )),
+            ChecksumAlg::Crc32 => Some(OtherDigest::Crc32(crc32fast::Hasher::new_with_initial(
+                u32::from_be_bytes(rest.try_into().ok()?),
+            ))),
+            ChecksumAlg::Sha256 => return None,
+        };
+        Some(StreamingDigest { sha256, other, alg })
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +167,29 @@ mod tests {
             assert_eq!(sha256, ChecksumAlg::Sha256.hex_digest(&data));
             assert_eq!(requested, alg.hex_digest(&data), "{alg:?}");
         }
+    }
+
+    #[test]
+    fn a_saved_digest_resumes_where_it_stopped() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 253) as u8).collect();
+        for alg in [ChecksumAlg::Sha256, ChecksumAlg::Md5, ChecksumAlg::Crc32] {
+            // Cut at lengths that are and are not whole blocks.
+            let mut saved = StreamingDigest::new(alg).save();
+            for piece in data.chunks(64 * 1000 + 17) {
+                let mut d = StreamingDigest::resume(alg, &saved).unwrap();
+                d.update(piece);
+                saved = d.save();
+            }
+            let (sha256, requested) = StreamingDigest::resume(alg, &saved).unwrap().finish();
+            assert_eq!(sha256, ChecksumAlg::Sha256.hex_digest(&data));
+            assert_eq!(requested, alg.hex_digest(&data), "{alg:?}");
+        }
+        let sha = StreamingDigest::new(ChecksumAlg::Sha256).save();
+        assert!(
+            StreamingDigest::resume(ChecksumAlg::Md5, &sha).is_none(),
+            "another algorithm's state"
+        );
+        assert!(StreamingDigest::resume(ChecksumAlg::Sha256, "zz").is_none());
+        assert!(StreamingDigest::resume(ChecksumAlg::Sha256, &sha[..20]).is_none());
     }
 }

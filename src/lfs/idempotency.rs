@@ -1,4 +1,4 @@
-//! Idempotency records of `/lfs/produce`, kept in the object store so
+//! Idempotency records of `/lfs/produce` and upload `complete`, kept in the object store so
 //! every replica (and a restarted proxy) sees them.
 //!
 //! - One small JSON object per caller and key, at
@@ -89,6 +89,15 @@ pub fn fingerprint(
     }
     h.update(partition.map_or(-1i64, i64::from).to_be_bytes());
     h.update(body_sha256.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The fingerprint of completing upload session `upload_id`: a retry is
+/// "the same request" when it completes the same session.
+pub fn complete_fingerprint(upload_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"complete\0");
+    h.update(upload_id.as_bytes());
     hex::encode(h.finalize())
 }
 

@@ -14,7 +14,9 @@ pub mod offload;
 pub mod rehydrate;
 pub mod resolve;
 pub mod response;
+pub mod resumable;
 pub mod rewrite;
+pub mod sessions;
 pub mod store;
 pub mod writer;
 

@@ -184,6 +184,11 @@ impl BlobStore {
         &self.bucket
     }
 
+    /// The object-store handles (for the raw calls of `resumable`).
+    pub(super) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     /// Creates the S3 bucket when it does not exist (`S3_ENSURE_BUCKET`),
     /// in the configured region; returns whether it was created. A local
     /// store has nothing to create.

@@ -48,7 +48,13 @@ def consume(bootstrap, topic, n, partitions=1, timeout=60):
 
 
 def stored_files(storage_dir: Path):
-    return sorted(p for p in storage_dir.rglob("*") if p.is_file())
+    """Every file in a local store but the tombstones of ended upload
+    sessions (`_lfs_uploads/{ns}/{id}/end.json`, kept an hour so late
+    requests get 410/404); any other session record counts."""
+    def tombstone(p: Path) -> bool:
+        rel = p.relative_to(storage_dir).parts
+        return len(rel) == 4 and rel[0] == "_lfs_uploads" and rel[3] == "end.json"
+    return sorted(p for p in storage_dir.rglob("*") if p.is_file() and not tombstone(p))
 
 
 def check_envelope(storage_dir: Path, value: bytes, original: bytes, topic: str, content_type: str):

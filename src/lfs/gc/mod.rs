@@ -22,6 +22,13 @@
 //!    during the read is at most as old as the read, far younger than
 //!    the grace period.
 //!
+//! 5. An upload session's object is written when the session completes,
+//!    but on S3 it carries the time its multipart upload *began*, which
+//!    can be older than the grace period. The objects of sessions in the
+//!    store (open, or ended within `sessions::TOMBSTONE_FOR`) are spared,
+//!    read after the log, so a session completed during the read is
+//!    still among them.
+//!
 //! Several collectors or proxies at once are safe by the same argument:
 //! each deletes only what it proved unreferenced; a second delete of the
 //! same object is a no-op. A run stopped part way leaves no partial
@@ -110,10 +117,12 @@ impl Collector {
             "gc: log read; listing the store"
         );
         let prefix = format!("{}/{topic}/lfs", self.namespace);
+        let in_sessions = crate::lfs::sessions::object_keys(&self.store, &self.namespace).await?;
         let counts = sweep(
             &self.store,
             &prefix,
             references.as_ref(),
+            &in_sessions,
             cutoff,
             self.delete,
             on_unreferenced,

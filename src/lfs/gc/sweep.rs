@@ -2,6 +2,7 @@
 //! streamed page by page, each judged against the log's references and
 //! the grace cut-off.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -28,6 +29,9 @@ pub struct SweepCounts {
     pub scanned: u64,
     pub referenced: u64,
     pub young: u64,
+    /// Unreferenced, but the object of an upload session (open, or ended
+    /// within `sessions::TOMBSTONE_FOR`): its envelope may be on its way.
+    pub in_session: u64,
     pub unreferenced: u64,
     /// Bytes of the unreferenced objects (reclaimed when deleting).
     pub unreferenced_bytes: u64,
@@ -64,10 +68,12 @@ fn is_lfs_object(key: &str) -> bool {
 
 /// Sweeps the objects under `prefix`; `on_unreferenced` is told of each
 /// object that is (or, in a dry run, would be) deleted.
+#[allow(clippy::too_many_arguments)]
 pub async fn sweep(
     store: &BlobStore,
     prefix: &str,
     references: Option<&References>,
+    in_sessions: &HashSet<String>,
     cutoff: DateTime<Utc>,
     delete: bool,
     mut on_unreferenced: impl FnMut(&str, u64, Result<(), String>),
@@ -83,6 +89,10 @@ pub async fn sweep(
             continue;
         }
         counts.scanned += 1;
+        if in_sessions.contains(&key) && !references.is_some_and(|r| r.contains(&key)) {
+            counts.in_session += 1;
+            continue;
+        }
         match judge(&key, meta.last_modified, references, cutoff) {
             Verdict::Referenced => counts.referenced += 1,
             Verdict::Young => counts.young += 1,
