@@ -118,6 +118,7 @@ fn bench(c: &mut Criterion) {
         max_blob_size: u64::MAX,
         default_alg: ChecksumAlg::Sha256,
         topics: TopicFilter::default(),
+        content_addressed: false,
     };
     let mut group = c.benchmark_group("ordinary_produce_1000x1KiB");
     for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {

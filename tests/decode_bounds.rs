@@ -24,6 +24,7 @@ fn lfs(dir: &std::path::Path) -> Lfs {
         max_blob_size: 1 << 20,
         default_alg: ChecksumAlg::Sha256,
         topics: TopicFilter::default(),
+        content_addressed: false,
     }
 }
 

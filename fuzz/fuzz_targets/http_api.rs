@@ -51,6 +51,7 @@ fn fixture() -> &'static Fixture {
                 max_blob_size: 1 << 20,
                 default_alg: ChecksumAlg::Sha256,
                 topics: TopicFilter::default(),
+                content_addressed: false,
             });
             let security = Arc::new(UpstreamSecurity {
                 tls: None,

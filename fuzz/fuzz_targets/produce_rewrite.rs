@@ -151,6 +151,7 @@ fuzz_target!(|data: &[u8]| {
         max_blob_size: 64,
         default_alg: ChecksumAlg::Sha256,
         topics: TopicFilter::default(),
+        content_addressed: false,
     };
     fixture.runtime.block_on(async {
         if let Ok(Some(rewritten)) = rewrite_produce(&lfs, &header, &frame).await {

@@ -64,6 +64,7 @@ pub fn lfs(storage: &StorageSettings) -> Result<Lfs, SettingError> {
         max_blob_size: storage.max_blob_size,
         default_alg: storage.checksum_alg()?,
         topics: TopicFilter::new(Some(storage.topics())),
+        content_addressed: storage.content_addressed_keys,
     })
 }
 

@@ -90,6 +90,16 @@ pub struct StorageSettings {
     #[arg(long, env = "KAFSCALE_S3_NAMESPACE", default_value = "default")]
     pub s3_namespace: String,
 
+    /// Name objects by their SHA-256 (`{namespace}/{topic}/lfs/sha256/obj-{sha256}`):
+    /// the same payload produced twice to a topic is stored once. Objects
+    /// are then deleted only by the collector (`gc`), never on a failed produce.
+    #[arg(
+        long,
+        env = "KAFSCALE_LFS_PROXY_CONTENT_ADDRESSED_KEYS",
+        default_value_t = false
+    )]
+    pub content_addressed_keys: bool,
+
     /// Largest LFS value, in bytes; a larger one fails its partition with MESSAGE_TOO_LARGE.
     #[arg(long, env = "KAFSCALE_LFS_PROXY_MAX_BLOB_SIZE", default_value_t = 5 * 1024 * 1024 * 1024, value_parser = parse_positive::<u64>)]
     pub max_blob_size: u64,

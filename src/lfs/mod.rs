@@ -6,6 +6,7 @@ pub mod backend;
 mod bucket;
 pub mod checksum;
 pub mod cleanup;
+pub mod content_address;
 pub mod envelope;
 pub mod gc;
 pub mod idempotency;
@@ -53,6 +54,8 @@ pub struct Lfs {
     pub max_blob_size: u64,
     pub default_alg: ChecksumAlg,
     pub topics: TopicFilter,
+    /// Name objects by their SHA-256 (`content_address`).
+    pub content_addressed: bool,
 }
 
 impl Lfs {

@@ -46,6 +46,7 @@ pub enum OffloadError {
 /// or [`Offload::abort`], also after an error, so no part is left behind.
 pub struct Offload {
     key: String,
+    topic: String,
     created: DateTime<Utc>,
     writer: BlobWriter,
     /// `None` only while a piece is being hashed aside.
@@ -69,6 +70,7 @@ impl Offload {
         Offload {
             writer: lfs.store.writer(&key),
             key,
+            topic: topic.to_owned(),
             created,
             digest: Some(StreamingDigest::new(alg)),
             size: 0,
@@ -141,7 +143,7 @@ impl Offload {
             content_type,
             self.created,
         );
-        let envelope = match sealed {
+        let mut envelope = match sealed {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.writer.abort().await;
@@ -153,6 +155,7 @@ impl Offload {
             .finish()
             .await
             .map_err(|e| storage_error(&key, e))?;
+        to_content_key(lfs, &self.topic, &mut envelope).await?;
         metrics::histogram!(m::LFS_UPLOAD_SECONDS).record(self.started.elapsed().as_secs_f64());
         count_upload("ok", self.size);
         Ok(envelope)
@@ -199,6 +202,27 @@ pub fn seal(
         created_at: envelope::rfc3339(created),
         proxy_id: lfs.proxy_id.clone(),
     })
+}
+
+/// With content-addressed keys, moves a stored object onto its content
+/// key and points the envelope there (`content_address`); on failure the
+/// fresh object is deleted.
+pub async fn to_content_key(
+    lfs: &Lfs,
+    topic: &str,
+    envelope: &mut Envelope,
+) -> Result<(), OffloadError> {
+    use super::content_address;
+    if !lfs.content_addressed || envelope.size > content_address::MAX_COPY_SIZE {
+        return Ok(());
+    }
+    let target = content_address::key(&lfs.namespace, topic, &envelope.sha256);
+    if let Err(e) = content_address::promote(&lfs.store, &envelope.key, &target).await {
+        lfs.store.delete_orphan(&envelope.key).await;
+        return Err(storage_error(&target, e));
+    }
+    envelope.key = target;
+    Ok(())
 }
 
 /// Deletes objects that no envelope in Kafka points to; what storage does
@@ -276,6 +300,7 @@ mod tests {
             max_blob_size,
             default_alg: ChecksumAlg::Sha256,
             topics: TopicFilter::default(),
+            content_addressed: false,
         }
     }
 

@@ -15,7 +15,8 @@
 //! * `kfs_lfs` is 1, `sha256` is 64 hex digits;
 //! * `bucket` is the bucket (or, for the local store, the directory) this
 //!   proxy stores in;
-//! * `key` is `{namespace}/{topic}/lfs/{yyyy}/{mm}/{dd}/obj-{id}` with this
+//! * `key` is `{namespace}/{topic}/lfs/{yyyy}/{mm}/{dd}/obj-{id}` (or the
+//!   content key `{namespace}/{topic}/lfs/sha256/obj-{sha256}`) with this
 //!   proxy's namespace and **the topic the record was read from**: an
 //!   envelope copied to another topic is left as it is, so a producer to
 //!   one topic cannot make the proxy hand out another topic's objects.
@@ -120,7 +121,8 @@ impl EnvelopeScope {
 /// Envelopes are a few hundred bytes; a larger value is not parsed.
 const MAX_ENVELOPE_LEN: usize = 64 * 1024;
 
-/// `{namespace}/{topic}/lfs/{yyyy}/{mm}/{dd}/obj-{id}`, nothing else.
+/// `{namespace}/{topic}/lfs/{yyyy}/{mm}/{dd}/obj-{id}`, or a content key
+/// `{namespace}/{topic}/lfs/sha256/obj-{sha256}`; nothing else.
 fn key_in_scope(key: &str, namespace: &str, topic: Option<&str>) -> bool {
     let Some(rest) = key
         .strip_prefix(namespace)
@@ -129,6 +131,16 @@ fn key_in_scope(key: &str, namespace: &str, topic: Option<&str>) -> bool {
         return false;
     };
     let parts: Vec<&str> = rest.split('/').collect();
+    if let [key_topic, "lfs", _, _] = parts[..] {
+        let topic_ok = crate::kafka::wire::topic::check_topic_name(
+            key_topic,
+            crate::kafka::wire::topic::MAX_TOPIC_NAME_LENGTH,
+        )
+        .is_ok_and(|t| t == key_topic);
+        return topic.is_none_or(|t| t == key_topic)
+            && topic_ok
+            && super::content_address::is_content_key(key);
+    }
     let [key_topic, "lfs", yyyy, mm, dd, object] = parts[..] else {
         return false;
     };
@@ -367,9 +379,14 @@ mod tests {
             "default/t/lfs/2026/2/05/obj-1",
             "default/t/x/2026/02/05/obj-1",
             "default/t/lfs/2026/02/05/obj-1/more",
+            "default/t/lfs/sha256/obj-1",
+            "default/t/lfs/md5/obj-00000000000000000000000000000000",
         ] {
             assert!(!key_in_scope(key, "default", Some("t")), "{key}");
         }
+        let content_key = crate::lfs::content_address::key("default", "t", &"ab".repeat(32));
+        assert!(key_in_scope(&content_key, "default", Some("t")));
+        assert!(!key_in_scope(&content_key, "default", Some("u")));
         let big = scope()
             .recognise(envelope("").as_bytes(), Some("t"))
             .unwrap();

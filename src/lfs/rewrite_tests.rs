@@ -83,6 +83,7 @@ fn lfs(dir: &std::path::Path) -> Lfs {
         max_blob_size: 1024 * 1024,
         default_alg: ChecksumAlg::Sha256,
         topics: TopicFilter::default(),
+        content_addressed: false,
     }
 }
 

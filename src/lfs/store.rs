@@ -273,7 +273,12 @@ impl BlobStore {
 
     /// Deletes an object no envelope points to; when storage does not
     /// answer, the cleanup retries until it does. Returns whether it is gone.
+    /// A content key is never deleted here: other records may point to it;
+    /// the collector deletes it once none does.
     pub async fn delete_orphan(&self, key: &str) -> bool {
+        if super::content_address::is_content_key(key) {
+            return false;
+        }
         let deleted =
             tokio::time::timeout(super::multipart::INLINE_WAIT, self.backend.delete_key(key)).await;
         let error = match deleted {
@@ -410,6 +415,24 @@ impl BlobStore {
         Result<object_store::ObjectMeta, object_store::Error>,
     > {
         self.backend.list_objects(prefix)
+    }
+
+    /// The object's metadata, or `None` when there is none.
+    pub async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<object_store::ObjectMeta>, object_store::Error> {
+        match self.backend.store.head(&Path::from(key)).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies `from` onto `to` inside the store (S3 `CopyObject`).
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), object_store::Error> {
+        let (from, to) = (Path::from(from), Path::from(to));
+        self.backend.store.copy(&from, &to).await
     }
 
     /// A small object, or `None` when there is none.

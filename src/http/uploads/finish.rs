@@ -25,7 +25,7 @@ use super::{busy, load, ms_to_time, not_found, target_of};
 use crate::kafka::client::producer::Produced;
 use crate::lfs::checksum::{ChecksumAlg, StreamingDigest};
 use crate::lfs::envelope::Envelope;
-use crate::lfs::offload::seal;
+use crate::lfs::offload::{seal, to_content_key};
 use crate::lfs::sessions::{
     EndRecord, Ended, LockOutcome, PartRecord, SessionDir, SessionRecord, StoredRecord,
 };
@@ -178,15 +178,22 @@ async fn store_object(
         .complete_resumable(&session.upload, etags, session.size)
         .await
         .map_err(storage_failed)?;
+    if let Err(refused) = judge_value(sidecar, session).await {
+        sidecar.lfs.store.delete_orphan(&session.upload.key).await;
+        end(sidecar, dir, session, Ended::Failed).await;
+        return Err(refused);
+    }
+    let mut envelope = envelope;
+    if let Err(e) = to_content_key(&sidecar.lfs, &session.topic, &mut envelope).await {
+        // The completed object is gone with it: nothing left to retry.
+        end(sidecar, dir, session, Ended::Failed).await;
+        return Err(sidecar.offload_failed(e));
+    }
     dir.put_stored(&StoredRecord {
         envelope: String::from_utf8_lossy(&envelope.to_json()).into_owned(),
     })
     .await
     .map_err(storage_failed)?;
-    if let Err(refused) = judge_value(sidecar, session).await {
-        end(sidecar, dir, session, Ended::Failed).await;
-        return Err(refused);
-    }
     Ok(envelope)
 }
 

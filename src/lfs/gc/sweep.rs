@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
 use super::references::References;
+use crate::lfs::content_address;
 use crate::lfs::store::BlobStore;
 
 /// How one object was judged.
@@ -66,6 +67,22 @@ fn is_lfs_object(key: &str) -> bool {
         .is_some_and(|name| name.starts_with("obj-"))
 }
 
+/// Deletes an unreferenced object; `Ok(false)` when a content key was
+/// written again meanwhile (`content_address`'s protocol) and is kept.
+async fn remove(store: &BlobStore, key: &str, cutoff: DateTime<Utc>) -> Result<bool, String> {
+    if content_address::is_content_key(key) {
+        return content_address::delete_unreferenced(store, key, cutoff)
+            .await
+            .map(|d| d == content_address::Deletion::Deleted)
+            .map_err(|e| e.to_string());
+    }
+    store
+        .delete(key)
+        .await
+        .map(|()| true)
+        .map_err(|e| e.to_string())
+}
+
 /// Sweeps the objects under `prefix`; `on_unreferenced` is told of each
 /// object that is (or, in a dry run, would be) deleted.
 #[allow(clippy::too_many_arguments)]
@@ -97,23 +114,28 @@ pub async fn sweep(
             Verdict::Referenced => counts.referenced += 1,
             Verdict::Young => counts.young += 1,
             Verdict::Unreferenced => {
-                counts.unreferenced += 1;
-                counts.unreferenced_bytes += meta.size;
                 let outcome = if delete {
-                    match store.delete(&key).await {
-                        Ok(()) => {
+                    match remove(store, &key, cutoff).await {
+                        Ok(true) => {
                             counts.deleted += 1;
                             counts.deleted_bytes += meta.size;
                             Ok(())
                         }
+                        Ok(false) => {
+                            // A content key written again since it was listed.
+                            counts.young += 1;
+                            continue;
+                        }
                         Err(e) => {
                             counts.delete_failures += 1;
-                            Err(e.to_string())
+                            Err(e)
                         }
                     }
                 } else {
                     Ok(())
                 };
+                counts.unreferenced += 1;
+                counts.unreferenced_bytes += meta.size;
                 on_unreferenced(&key, meta.size, outcome);
             }
         }
@@ -152,5 +174,49 @@ mod tests {
         );
         assert!(is_lfs_object(key));
         assert!(!is_lfs_object("ns/t/lfs/sessions/upload-1.json"));
+    }
+
+    #[tokio::test]
+    async fn session_objects_are_spared_and_content_keys_deleted_under_their_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::local(dir.path(), 5 << 20).unwrap();
+        let in_session = "ns/t/lfs/2026/01/01/obj-session";
+        let plain = "ns/t/lfs/2026/01/01/obj-plain";
+        let content = content_address::key("ns", "t", &"cd".repeat(32));
+        for key in [in_session, plain, content.as_str()] {
+            store
+                .put(key, bytes::Bytes::from_static(b"v"))
+                .await
+                .unwrap();
+        }
+        let spared: HashSet<String> = [in_session.to_owned()].into();
+        let cutoff = Utc::now() + chrono::Duration::seconds(5);
+        let mut gone = Vec::new();
+        let counts = sweep(
+            &store,
+            "ns/t/lfs",
+            None,
+            &spared,
+            cutoff,
+            true,
+            |key, _, outcome| gone.push((key.to_owned(), outcome.is_ok())),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (counts.scanned, counts.in_session, counts.deleted),
+            (3, 1, 2)
+        );
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![(plain.to_owned(), true), (content.clone(), true)]
+        );
+        assert_eq!(store.list("ns").await.unwrap(), vec![in_session.to_owned()]);
+        assert!(
+            store.list("_lfs_gc").await.unwrap().is_empty(),
+            "marker removed"
+        );
     }
 }
