@@ -51,47 +51,26 @@ pub async fn produce_once(
 ) -> Result<Response, ApiError> {
     let records = IdempotencyRecords::new(sidecar.lfs.store.clone(), sidecar.lfs.namespace.clone());
     let target = &request.target;
-    let fingerprint_of =
-        |sha: &str| fingerprint(&target.topic, target.key.as_deref(), target.partition, sha);
-    match records
-        .claim(caller.as_ref(), key)
-        .await
-        .map_err(storage_failed)?
-    {
-        KeyState::Claimed => {}
-        KeyState::InProgress => return Err(in_progress()),
-        KeyState::Answered(answer) => {
-            let reader = BodyReader::new(request.body, sidecar.config.read_idle);
-            let sha = body_sha256(reader, sidecar.lfs.max_blob_size, sidecar.too_large()).await?;
-            if fingerprint_of(&sha) != answer.fingerprint {
-                return Err(key_reused());
-            }
-            return Ok(replayed(&answer));
-        }
-    }
-    // The fingerprint of the body as stored: known once it is.
     let (topic, record_key, partition) =
         (target.topic.clone(), target.key.clone(), target.partition);
-    match offload_and_publish(sidecar, request).await {
-        Ok((envelope, produced)) => {
-            let fingerprint =
-                fingerprint(&topic, record_key.as_deref(), partition, &envelope.sha256);
-            remember(
-                &records,
-                caller.as_ref(),
-                key,
-                fingerprint,
-                &envelope,
-                produced,
-            )
-            .await;
-            Ok(envelope_response(&envelope, produced))
+    let fingerprint_of = |sha: &str| fingerprint(&topic, record_key.as_deref(), partition, sha);
+    if let Some(answer) = claim(&records, caller.as_ref(), key).await? {
+        let reader = BodyReader::new(request.body, sidecar.config.read_idle);
+        let sha = body_sha256(reader, sidecar.lfs.max_blob_size, sidecar.too_large()).await?;
+        if fingerprint_of(&sha) != answer.fingerprint {
+            return Err(key_reused());
         }
-        Err(error) => {
-            records.release(caller.as_ref(), key).await;
-            Err(error)
-        }
+        return Ok(replayed(&answer));
     }
+    // The fingerprint of the body as stored: known once it is.
+    run_claimed(
+        &records,
+        caller.as_ref(),
+        key,
+        |e| fingerprint_of(&e.sha256),
+        async { offload_and_publish(sidecar, request).await },
+    )
+    .await
 }
 
 /// Completes upload session `upload_id` (`run`) once per caller and key:
@@ -110,33 +89,46 @@ where
 {
     let records = IdempotencyRecords::new(sidecar.lfs.store.clone(), sidecar.lfs.namespace.clone());
     let fingerprint = complete_fingerprint(upload_id);
-    match records
-        .claim(caller.as_ref(), key)
-        .await
-        .map_err(storage_failed)?
-    {
-        KeyState::Claimed => {}
-        KeyState::InProgress => return Err(in_progress()),
-        KeyState::Answered(answer) if answer.fingerprint == fingerprint => {
-            return Ok(replayed(&answer))
-        }
-        KeyState::Answered(_) => return Err(key_reused()),
+    match claim(&records, caller.as_ref(), key).await? {
+        None => {}
+        Some(answer) if answer.fingerprint == fingerprint => return Ok(replayed(&answer)),
+        Some(_) => return Err(key_reused()),
     }
-    match run().await {
+    run_claimed(&records, caller.as_ref(), key, |_| fingerprint, run()).await
+}
+
+/// Claims `key`: `None` when this request holds it now, the first answer
+/// when there is one, 409 while the first request is still running.
+async fn claim(
+    records: &IdempotencyRecords,
+    caller: Option<&[u8; 32]>,
+    key: &str,
+) -> Result<Option<Answer>, ApiError> {
+    match records.claim(caller, key).await.map_err(storage_failed)? {
+        KeyState::Claimed => Ok(None),
+        KeyState::InProgress => Err(in_progress()),
+        KeyState::Answered(answer) => Ok(Some(answer)),
+    }
+}
+
+/// Runs the request that claimed `key`: records its answer (with the
+/// fingerprint `fingerprint_of` gives it), or releases the key when it
+/// fails, so a retry runs again.
+async fn run_claimed(
+    records: &IdempotencyRecords,
+    caller: Option<&[u8; 32]>,
+    key: &str,
+    fingerprint_of: impl FnOnce(&Envelope) -> String,
+    run: impl std::future::Future<Output = Result<(Envelope, Produced), ApiError>>,
+) -> Result<Response, ApiError> {
+    match run.await {
         Ok((envelope, produced)) => {
-            remember(
-                &records,
-                caller.as_ref(),
-                key,
-                fingerprint,
-                &envelope,
-                produced,
-            )
-            .await;
+            let fingerprint = fingerprint_of(&envelope);
+            remember(records, caller, key, fingerprint, &envelope, produced).await;
             Ok(envelope_response(&envelope, produced))
         }
         Err(error) => {
-            records.release(caller.as_ref(), key).await;
+            records.release(caller, key).await;
             Err(error)
         }
     }
