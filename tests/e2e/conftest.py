@@ -267,6 +267,29 @@ def s3(workdir):
     store.kill()
 
 
+class Noida:
+    """noida-db's Kafka service (PyPI `noida-db`), in memory: a second broker,
+    used where tansu lacks an API (DeleteRecords)."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port(UPSTREAM_HOST)
+        self.address = f"{UPSTREAM_HOST}:{self.port}"
+        self.log = open(workdir / f"noida-{self.port}.log", "wb")
+        binary = Path(sys.executable).parent / "noida-db"
+        self.proc = subprocess.Popen(
+            [str(binary), "start", "--only", "kafka", "--host", UPSTREAM_HOST,
+             "--kafka-port", str(self.port), "--data-dir", str(workdir / f"noida-{self.port}")],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_port(UPSTREAM_HOST, self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
 @pytest.fixture(scope="session")
 def tansu(workdir):
     broker = Tansu(workdir)

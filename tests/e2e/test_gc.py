@@ -6,6 +6,7 @@ in flight) is kept; a deleted topic's objects all go; a topic the broker
 cannot answer for is never taken for a deleted one."""
 
 import hashlib
+import json
 import os
 import subprocess
 import uuid
@@ -136,3 +137,42 @@ def test_background_gc_in_the_proxy_deletes_only_the_unreferenced(tansu, workdir
         assert "panicked" not in p.read_log()
     finally:
         p.stop()
+
+
+def test_records_deleted_by_retention_free_exactly_their_objects(workdir, s3):
+    """DeleteRecords (what retention does to a log's start) on noida-db, the
+    broker here that implements it: the objects of the deleted records go,
+    the others stay byte for byte."""
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from conftest import Noida
+
+    broker = Noida(workdir)
+    p = Proxy(broker.address, workdir, capture=False, env=s3.proxy_env())
+    try:
+        p.wait_ready()
+        topic = create_topic(p.bootstrap)
+        producer = Producer({"bootstrap.servers": p.bootstrap})
+        originals = [os.urandom(3000 + i) for i in range(5)]
+        for v in originals:
+            producer.produce(topic, value=v, headers=[("LFS_BLOB", b"")])
+        assert producer.flush(60) == 0
+        by_offset = {m.offset(): json.loads(m.value())["key"] for m in consume(p.bootstrap, topic, 5)}
+        assert sorted(by_offset) == [0, 1, 2, 3, 4]
+        admin = AdminClient({"bootstrap.servers": broker.address})
+        for f in admin.delete_records([TopicPartition(topic, 0, 3)]).values():
+            f.result(15)
+
+        r = gc(broker, s3, "--topic", topic, "--grace-sec", "0")
+        assert r.returncode == 0, r.stderr
+        assert listed(r.stdout) == sorted(by_offset[o] for o in (0, 1, 2)), r.stdout
+        assert "2 records read" in r.stderr and "2 referenced" in r.stderr, r.stderr
+        r = gc(broker, s3, "--topic", topic, "--grace-sec", "0", "--delete")
+        assert r.returncode == 0, r.stderr
+        assert s3.keys(f"default/{topic}/") == sorted(by_offset[o] for o in (3, 4))
+        for o in (3, 4):
+            assert s3.get(by_offset[o]) == originals[o]
+    finally:
+        p.stop()
+        broker.stop()
