@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Peak RSS of the proxy while the HTTP sidecar uploads and downloads one
-large object (default 1 GiB), with the local-directory store.
+large object (default 1 GiB), with the local-directory store or S3
+(SeaweedFS, with `--s3`).
 
 Starts tansu and the release proxy, streams a file of SIZE_MIB random bytes
 to POST /lfs/produce, then POST /lfs/download streams it back (verified by
 the proxy before the first byte) into another file; both SHA-256s are
 checked. Prints the proxy's peak RSS (VmHWM) after each step, the
-throughputs, and a plain file copy of the same bytes as the direct path.
+throughputs, and the direct path in the same run: a plain file copy of the
+same bytes (local store), or a plain S3 GET of the same object by boto3,
+read and hashed by the same client code as the download (`--s3`).
 Usage:
-  cargo build --release && .venv/bin/python benches/http_rss.py [SIZE_MIB]
+  cargo build --release && .venv/bin/python benches/http_rss.py [SIZE_MIB] [--s3]
 """
 
 import hashlib
@@ -25,8 +28,21 @@ import requests
 from bench_support import conftest, vm_hwm_mib
 
 
+def fetch(chunks, into):
+    """Writes and hashes what arrives: the client side, the same for the
+    download and the direct path."""
+    check = hashlib.sha256()
+    with open(into, "wb") as f:
+        for chunk in chunks:
+            check.update(chunk)
+            f.write(chunk)
+    return check.hexdigest()
+
+
 def main():
-    size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    use_s3 = "--s3" in sys.argv
+    size_mib = int(args[0]) if args else 1024
     work = Path(tempfile.mkdtemp(prefix="http-rss-"))
     source, copy, fetched = work / "source.bin", work / "copy.bin", work / "fetched.bin"
     digest = hashlib.sha256()
@@ -42,8 +58,9 @@ def main():
     copy.unlink()
 
     tansu = conftest.Tansu(work)
+    s3 = conftest.SeaweedFS(work) if use_s3 else None
     proxy = conftest.Proxy(tansu.address, work, capture=False, env={
-        "KAFSCALE_LFS_PROXY_DOWNLOAD_TEMP_DIR": str(work),
+        "KAFSCALE_LFS_PROXY_DOWNLOAD_TEMP_DIR": str(work), **(s3.proxy_env() if s3 else {}),
     })
     try:
         proxy.wait_ready()
@@ -58,19 +75,24 @@ def main():
         assert env["sha256"] == sha256 and env["size"] == size_mib * 1024 * 1024
         after_upload = vm_hwm_mib(proxy.proc.pid)
 
+        direct_seconds = copy_seconds
+        if s3:
+            started = time.time()
+            got = s3.client().get_object(Bucket=s3.BUCKET, Key=env["key"])["Body"]
+            assert fetch(got.iter_chunks(1024 * 1024), fetched) == sha256
+            direct_seconds = time.time() - started
+            fetched.unlink()
+
         started = time.time()
-        check = hashlib.sha256()
         body = {"key": env["key"], "integrity": {"sha256": env["sha256"], "size": env["size"]}}
-        with requests.post(f"{url}/lfs/download", json=body, stream=True, timeout=3600) as d, open(fetched, "wb") as f:
+        with requests.post(f"{url}/lfs/download", json=body, stream=True, timeout=3600) as d:
             assert d.status_code == 200, d.text
-            for chunk in d.iter_content(1024 * 1024):
-                check.update(chunk)
-                f.write(chunk)
+            assert fetch(d.iter_content(1024 * 1024), fetched) == sha256
         download_seconds = time.time() - started
-        assert check.hexdigest() == sha256
         after_download = vm_hwm_mib(proxy.proc.pid)
         mib = size_mib
         print(json.dumps({
+            "store": "s3 (SeaweedFS)" if s3 else "local",
             "object_mib": mib,
             "proxy_idle_rss_mib": idle,
             "proxy_peak_rss_after_upload_mib": after_upload,
@@ -80,9 +102,13 @@ def main():
             "file_copy_mib_per_s": round(mib / copy_seconds, 1),
             "upload_vs_copy": round(copy_seconds / upload_seconds, 2),
             "download_vs_copy": round(copy_seconds / download_seconds, 2),
+            **({"plain_s3_get_mib_per_s": round(mib / direct_seconds, 1),
+                "download_vs_plain_s3_get": round(direct_seconds / download_seconds, 2)} if s3 else {}),
         }))
     finally:
         proxy.stop()
+        if s3:
+            s3.kill()
         tansu.stop()
         shutil.rmtree(work, ignore_errors=True)
 

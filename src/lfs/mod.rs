@@ -12,6 +12,7 @@ pub mod gc;
 pub mod idempotency;
 pub mod multipart;
 pub mod offload;
+pub mod ranged_read;
 pub mod rehydrate;
 pub mod resolve;
 pub mod response;

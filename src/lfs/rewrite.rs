@@ -20,7 +20,7 @@
 //!   they are instructions to the proxy, and their content is in the
 //!   envelope (`checksum`, `checksum_alg`). Every other header stays.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use chrono::Utc;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::ProduceRequest;
@@ -92,6 +92,15 @@ pub async fn rewrite_produce(
     let mut buf = body.slice(offset..);
     let mut request = ProduceRequest::decode(&mut buf, version)
         .map_err(|source| RewriteError::Decode { version, source })?;
+    // Bytes after the request: a length inside it was wrong (librdkafka's
+    // zero records length for a batch of 256 MiB or more at v9+ leaves the
+    // whole batch here). Forwarded, the broker would drop the connection.
+    if buf.has_remaining() {
+        return Err(RewriteError::Decode {
+            version,
+            source: anyhow::anyhow!("{} bytes after the request's end", buf.remaining()),
+        });
+    }
 
     let mut changed = false;
     // Every object stored so far, deleted if this request goes no further.

@@ -15,7 +15,10 @@ use kafka_protocol::messages::ApiKey;
 use crate::kafka::relay::chain::{
     ConnectionInfo, LocalAnswer, Owing, Request, RequestAction, Stage, StageError, StageState,
 };
+use crate::kafka::wire::codes::CORRUPT_MESSAGE;
 use crate::kafka::wire::frame::{Frame, RequestHeaderPeek};
+use crate::kafka::wire::produce_answer::FailedPartition;
+use crate::kafka::wire::produce_outline;
 use crate::lfs::response::{self, LfsOwed};
 use crate::lfs::rewrite;
 use crate::lfs::Lfs;
@@ -46,21 +49,12 @@ impl Stage for LfsOffload {
         mut request: Request,
     ) -> BoxFuture<'a, Result<RequestAction, StageError>> {
         Box::pin(async move {
-            let rewritten = match rewrite::rewrite_produce(
-                &self.lfs,
-                &request.header,
-                &request.frame,
-            )
-            .await
-            {
-                Ok(Some(rewritten)) => rewritten,
-                Ok(None) => return Ok(RequestAction::Forward(request)),
-                Err(error) => {
-                    // The broker will judge a request the proxy cannot decode.
-                    tracing::warn!(connection = conn.id, %error, "Produce not rewritten; forwarding as is");
-                    return Ok(RequestAction::Forward(request));
-                }
-            };
+            let rewritten =
+                match rewrite::rewrite_produce(&self.lfs, &request.header, &request.frame).await {
+                    Ok(Some(rewritten)) => rewritten,
+                    Ok(None) => return Ok(RequestAction::Forward(request)),
+                    Err(error) => return self.undecodable(conn, request, error),
+                };
             let acks0 = !request.expects_response();
             for f in &rewritten.failed {
                 tracing::warn!(
@@ -104,6 +98,62 @@ impl Stage for LfsOffload {
             }
             Ok(RequestAction::Forward(request))
         })
+    }
+}
+
+impl LfsOffload {
+    /// A Produce that does not decode: every partition it names is
+    /// answered `CORRUPT_MESSAGE` on an open connection (brokers drop the
+    /// connection on such a frame, and the producer retries the same bytes
+    /// forever). A request that names no partition is left to the broker.
+    fn undecodable(
+        &self,
+        conn: &ConnectionInfo,
+        request: Request,
+        error: rewrite::RewriteError,
+    ) -> Result<RequestAction, StageError> {
+        let header = &request.header;
+        let body = request.frame.body();
+        let outlined = header
+            .body_offset
+            .map(|offset| produce_outline::outline(&body[offset..], header.api_version))
+            .unwrap_or_default();
+        if outlined.is_empty() {
+            tracing::warn!(connection = conn.id, client_id = %conn.client_id(), %error, "Produce names no partition the proxy can read; forwarding as is");
+            return Ok(RequestAction::Forward(request));
+        }
+        let failed: Vec<FailedPartition> = outlined
+            .into_iter()
+            .map(|p| {
+                let message = if p.length_mismatch {
+                    "the records length does not match the bytes that follow (librdkafka writes 0 for a record batch of 256 MiB or more at Produce v9+: send smaller batches)".to_owned()
+                } else {
+                    format!("the request could not be decoded: {error}")
+                };
+                tracing::warn!(
+                    connection = conn.id,
+                    client_id = %conn.client_id(),
+                    api_version = header.api_version,
+                    topic = %p.topic,
+                    partition = p.partition,
+                    reason = %message,
+                    "Produce refused: CORRUPT_MESSAGE"
+                );
+                FailedPartition {
+                    topic: p.topic,
+                    partition: p.partition,
+                    error_code: CORRUPT_MESSAGE,
+                    message,
+                    record_errors: Vec::new(),
+                }
+            })
+            .collect();
+        let frame = response::failed_response(header.correlation_id, header.api_version, &failed)
+            .map_err(|e| StageError::new(self.name(), e))?;
+        Ok(RequestAction::Answer(LocalAnswer {
+            frame,
+            api_version: header.api_version,
+        }))
     }
 }
 

@@ -7,5 +7,6 @@ pub mod codes;
 pub mod frame;
 pub mod header;
 pub mod produce_answer;
+pub mod produce_outline;
 pub mod topic;
 pub mod versions;

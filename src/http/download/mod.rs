@@ -1,14 +1,13 @@
 //! `POST /lfs/download`: Kafka is the authority, storage is untrusted.
 //!
 //! Stream mode reads the object into a holding area (memory for small
-//! objects, an unlinked temporary file for large ones) while hashing it,
-//! stops reading as soon as storage sends more bytes than the envelope
-//! declares, and only when size and SHA-256 both match sends `200` with
-//! `Content-Length`. Otherwise the answer is `502 integrity_failure` and no
+//! objects; for large ones a private spill file, filled by ranged reads
+//! while hashed: `spill`), refuses an object whose size is not the
+//! declared one, and only when size and SHA-256 both match sends `200`
+//! with `Content-Length`. Otherwise the answer is `502 integrity_failure` and no
 //! payload byte leaves the proxy. Presign mode (opt-in) hands out a URL
 //! with a capped lifetime; the caller then verifies.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,22 +15,21 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::body::BodyReader;
 use super::error::ApiError;
 use super::Sidecar;
-use crate::lfs::checksum::{ChecksumAlg, StreamingDigest};
+use crate::lfs::checksum::ChecksumAlg;
 use crate::metrics as m;
 
-/// Objects up to this size are verified in memory, larger ones on disk.
+mod spill;
+
+use spill::SpillError;
+
+/// Objects up to this size are verified in memory, larger ones in a spill.
 const IN_MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
-/// Size of the pieces a verified file is written and sent in: few, large
-/// blocking file calls instead of many small ones.
-const FILE_CHUNK: usize = 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 struct DownloadRequest {
@@ -204,66 +202,6 @@ async fn presign(
         .into_response())
 }
 
-/// Where bytes wait while they are verified.
-enum Holding {
-    Memory(Vec<u8>),
-    /// The file and the bytes not yet written to it.
-    File(tokio::fs::File, Vec<u8>),
-}
-
-impl Holding {
-    fn new(sidecar: &Sidecar, size: u64) -> Result<Self, ApiError> {
-        if size <= IN_MEMORY_LIMIT {
-            return Ok(Holding::Memory(Vec::with_capacity(size as usize)));
-        }
-        let file = tempfile::tempfile_in(&sidecar.config.temp_dir).map_err(temp_failed)?;
-        Ok(Holding::File(
-            tokio::fs::File::from_std(file),
-            Vec::with_capacity(FILE_CHUNK),
-        ))
-    }
-
-    async fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
-        match self {
-            Holding::Memory(buf) => {
-                buf.extend_from_slice(data);
-                Ok(())
-            }
-            Holding::File(f, pending) => {
-                pending.extend_from_slice(data);
-                if pending.len() >= FILE_CHUNK {
-                    f.write_all(pending).await.map_err(temp_failed)?;
-                    pending.clear();
-                }
-                Ok(())
-            }
-        }
-    }
-
-    async fn into_body(self) -> Result<Body, ApiError> {
-        match self {
-            Holding::Memory(buf) => Ok(Body::from(buf)),
-            Holding::File(mut f, pending) => {
-                f.write_all(&pending).await.map_err(temp_failed)?;
-                f.flush().await.map_err(temp_failed)?;
-                f.seek(SeekFrom::Start(0)).await.map_err(temp_failed)?;
-                let chunks = futures_util::stream::unfold(f, |mut f| async move {
-                    let mut buf = vec![0u8; FILE_CHUNK];
-                    match f.read(&mut buf).await {
-                        Ok(0) => None,
-                        Ok(n) => {
-                            buf.truncate(n);
-                            Some((Ok::<_, std::io::Error>(Bytes::from(buf)), f))
-                        }
-                        Err(e) => Some((Err(e), f)),
-                    }
-                });
-                Ok(Body::from_stream(chunks))
-            }
-        }
-    }
-}
-
 fn temp_failed(e: std::io::Error) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -290,52 +228,19 @@ async fn stream_verified(
     sha256: &str,
     size: u64,
 ) -> Result<Response, ApiError> {
-    let get_failed = |e: object_store::Error| match e {
-        object_store::Error::NotFound { .. } => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no object under this key",
-        ),
-        e => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "s3_get_failed",
-            "object storage read failed",
-        )
-        .with_detail(e),
-    };
-    let mut stream = sidecar.lfs.store.stream(key).await.map_err(get_failed)?;
-    let mut holding = Holding::new(sidecar, size)?;
-    let mut digest = StreamingDigest::new(ChecksumAlg::Sha256);
-    let mut read = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(get_failed)?;
-        read += chunk.len() as u64;
-        if read > size {
-            // Dropping the stream stops the read: a hostile object cannot
-            // fill the disk.
-            return Err(integrity_failure(
-                key,
-                format!("storage sent more than the declared {size} bytes"),
-            ));
+    let body = if size <= IN_MEMORY_LIMIT {
+        Body::from(fetch_small(sidecar, key, sha256, size).await?)
+    } else {
+        let store = &sidecar.lfs.store;
+        match spill::fetch_verified(store, key, sha256, size, &sidecar.config.temp_dir).await {
+            Ok(spill) => spill::body(spill),
+            Err(SpillError::Integrity(why)) => return Err(integrity_failure(key, why)),
+            Err(SpillError::Store(e)) => return Err(get_failed(e)),
+            Err(SpillError::Temp(e)) => return Err(temp_failed(e)),
         }
-        digest.update(&chunk);
-        holding.write(&chunk).await?;
-    }
-    let (actual, _) = digest.finish();
-    if read != size {
-        return Err(integrity_failure(
-            key,
-            format!("storage sent {read} bytes, the envelope declares {size}"),
-        ));
-    }
-    if actual != sha256 {
-        return Err(integrity_failure(
-            key,
-            format!("sha256 is {actual}, the envelope declares {sha256}"),
-        ));
-    }
+    };
     metrics::counter!(m::HTTP_BYTES_TOTAL, "direction" => "down").increment(size);
-    let mut response = Response::new(holding.into_body().await?);
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         "content-type",
@@ -348,6 +253,61 @@ async fn stream_verified(
     );
     headers.insert("x-kafscale-lfs-content-length", HeaderValue::from(size));
     Ok(response)
+}
+
+fn get_failed(e: object_store::Error) -> ApiError {
+    match e {
+        object_store::Error::NotFound { .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no object under this key",
+        ),
+        e => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "s3_get_failed",
+            "object storage read failed",
+        )
+        .with_detail(e),
+    }
+}
+
+/// A small object, read whole into memory with one GET while hashed.
+async fn fetch_small(
+    sidecar: &Sidecar,
+    key: &str,
+    sha256: &str,
+    size: u64,
+) -> Result<Vec<u8>, ApiError> {
+    let mut stream = sidecar.lfs.store.stream(key).await.map_err(get_failed)?;
+    let mut held = Vec::with_capacity(size as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(get_failed)?;
+        if held.len() as u64 + chunk.len() as u64 > size {
+            // Dropping the stream stops the read.
+            return Err(integrity_failure(
+                key,
+                format!("storage sent more than the declared {size} bytes"),
+            ));
+        }
+        held.extend_from_slice(&chunk);
+    }
+    if held.len() as u64 != size {
+        return Err(integrity_failure(
+            key,
+            format!(
+                "storage sent {} bytes, the envelope declares {size}",
+                held.len()
+            ),
+        ));
+    }
+    let actual = ChecksumAlg::Sha256.hex_digest(&held);
+    if actual != sha256 {
+        return Err(integrity_failure(
+            key,
+            format!("sha256 is {actual}, the envelope declares {sha256}"),
+        ));
+    }
+    Ok(held)
 }
 
 #[cfg(test)]
