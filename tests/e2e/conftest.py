@@ -40,22 +40,31 @@ def free_port(host: str = "127.0.0.1", block: int = 1) -> int:
     overlap."""
     import random
 
-    for _ in range(500):
-        base = random.randrange(10000, 32000 - block)
+    def usable(base):
         if any(base < b + n and b < base + block for b, n in _HANDED_OUT):
-            continue
-        ok = True
+            return False
         for p in range(base, base + block):
             with socket.socket() as s:
                 try:
                     s.bind((host, p))
                 except OSError:
-                    ok = False
-                    break
-        if ok:
+                    return False
+        return True
+
+    # Random picks first (tests running side by side rarely collide), then
+    # every place in order, so a crowded range still yields its gaps.
+    candidates = [random.randrange(10000, 32000 - block) for _ in range(200)]
+    candidates += range(10000, 32000 - block, 7)
+    for base in candidates:
+        if usable(base):
             _HANDED_OUT.append((base, block))
             return base
     raise RuntimeError("no free port block")
+
+
+def release_ports(base: int) -> None:
+    """Gives back the block starting at `base` (its process has stopped)."""
+    _HANDED_OUT[:] = [(b, n) for b, n in _HANDED_OUT if b != base]
 
 
 _HANDED_OUT: list[tuple[int, int]] = []
@@ -127,6 +136,8 @@ class Proxy:
             candidate = free_port("127.0.0.1", max_node_id + 2)
             if abs(candidate - self.port) > 300:
                 self.rehydrate_port = candidate
+            else:
+                release_ports(candidate)
         self.capture_dir = workdir / f"capture-{self.port}" if capture else None
         self.log_path = workdir / f"proxy-{self.port}.log"
         full_env = dict(os.environ)
@@ -180,6 +191,10 @@ class Proxy:
             self.proc.kill()
             self.proc.wait(10)
         self.log.close()
+        # Its broker port blocks are free again: later proxies may use them.
+        release_ports(self.port)
+        if self.rehydrate_port:
+            release_ports(self.rehydrate_port)
 
 
 class SeaweedFS:

@@ -203,7 +203,7 @@ def test_a_restarted_proxy_goes_on_with_the_session(tansu, workdir):
         "checksum": hashlib.md5(payload).hexdigest(), "checksum_alg": "md5"})
     uid = r.json()["upload_id"]
     e1 = requests.put(url(first, f"/lfs/uploads/{uid}/parts/1"), data=payload[:PART], timeout=30).json()["etag"]
-    first.stop()  # a graceful stop must leave the session open
+    first.stop()  # killed: nothing of the session was in the process
 
     second = Proxy(tansu.address, workdir, capture=False, env=env)
     try:

@@ -232,7 +232,11 @@ async fn stream_verified(
         Body::from(fetch_small(sidecar, key, sha256, size).await?)
     } else {
         let store = &sidecar.lfs.store;
-        match spill::fetch_verified(store, key, sha256, size, &sidecar.config.temp_dir).await {
+        let verified = match store.local_file(key) {
+            Some(path) => spill::verify_in_place(path, sha256, size).await,
+            None => spill::fetch_verified(store, key, sha256, size, &sidecar.config.temp_dir).await,
+        };
+        match verified {
             Ok(spill) => spill::body(spill),
             Err(SpillError::Integrity(why)) => return Err(integrity_failure(key, why)),
             Err(SpillError::Store(e)) => return Err(get_failed(e)),

@@ -1,5 +1,6 @@
 //! Where a large download waits while it is verified: a private, unlinked
-//! file in `DOWNLOAD_TEMP_DIR`, filled from storage and hashed at once.
+//! file in `DOWNLOAD_TEMP_DIR`, filled from storage and hashed at once; on
+//! a local store, the stored file itself (`verify_in_place`).
 //!
 //! The object is read as ranges, several in flight (`lfs::ranged_read`);
 //! each piece, in order, goes to two blocking threads at the same time:
@@ -101,6 +102,81 @@ pub async fn fetch_verified(
     Ok(spill)
 }
 
+/// Size of the pieces a local file is hashed in.
+const HASH_PIECE: usize = 8 * 1024 * 1024;
+
+/// A local store's object, verified where it lies: opened once, its size
+/// checked, hashed through that descriptor on a blocking thread, and
+/// returned rewound, to be sent through the same descriptor. No spill:
+/// the proxy and object_store replace objects by renaming a new file onto
+/// the key, which an open descriptor does not see; a file changed in place
+/// while it was hashed (size or modification time moved) is refused.
+pub async fn verify_in_place(
+    path: std::path::PathBuf,
+    sha256: &str,
+    size: u64,
+) -> Result<std::fs::File, SpillError> {
+    let expected = sha256.to_owned();
+    let checked = tokio::task::spawn_blocking(move || -> Result<std::fs::File, SpillError> {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SpillError::Store(object_store::Error::NotFound {
+                    path: path.display().to_string(),
+                    source: Box::new(e),
+                }))
+            }
+            Err(e) => return Err(SpillError::Store(local_error(&path, e))),
+        };
+        let before = file
+            .metadata()
+            .map_err(|e| SpillError::Store(local_error(&path, e)))?;
+        if before.len() != size {
+            return Err(SpillError::Integrity(format!(
+                "storage holds {} bytes, {size} declared",
+                before.len()
+            )));
+        }
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; HASH_PIECE];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| SpillError::Store(local_error(&path, e)))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let after = file
+            .metadata()
+            .map_err(|e| SpillError::Store(local_error(&path, e)))?;
+        if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
+            return Err(SpillError::Integrity(
+                "the file changed while it was verified".into(),
+            ));
+        }
+        let actual = hex::encode(h.finalize());
+        if actual != expected {
+            return Err(SpillError::Integrity(format!(
+                "sha256 is {actual}, the envelope declares {expected}"
+            )));
+        }
+        file.seek(SeekFrom::Start(0)).map_err(SpillError::Temp)?;
+        Ok(file)
+    });
+    checked
+        .await
+        .map_err(|e| SpillError::Temp(std::io::Error::other(e)))?
+}
+
+fn local_error(path: &Path, e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {e}", path.display()).into(),
+    }
+}
+
 /// A response body that sends the spill, read ahead by a blocking thread.
 pub fn body(mut spill: std::fs::File) -> Body {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUED);
@@ -162,6 +238,33 @@ mod tests {
         let missing = fetch_verified(&store, "ns/t/lfs/none", &sha, size, dir.path()).await;
         assert!(matches!(
             missing,
+            Err(SpillError::Store(object_store::Error::NotFound { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_local_file_is_verified_where_it_lies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("obj");
+        let data: Vec<u8> = (0..HASH_PIECE + 77).map(|i| (i % 249) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let sha = hex::encode(Sha256::digest(&data));
+        let size = data.len() as u64;
+        let mut file = verify_in_place(path.clone(), &sha, size).await.unwrap();
+        let mut back = Vec::new();
+        file.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data, "rewound, whole");
+        let zeros = "0".repeat(64);
+        assert!(matches!(
+            verify_in_place(path.clone(), &zeros, size).await,
+            Err(SpillError::Integrity(_))
+        ));
+        assert!(matches!(
+            verify_in_place(path.clone(), &sha, size + 1).await,
+            Err(SpillError::Integrity(_))
+        ));
+        assert!(matches!(
+            verify_in_place(dir.path().join("none"), &sha, size).await,
             Err(SpillError::Store(object_store::Error::NotFound { .. }))
         ));
     }
