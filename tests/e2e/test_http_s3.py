@@ -27,7 +27,9 @@ def api(tansu, workdir, s3):
         "KAFSCALE_LFS_PROXY_PRESIGN_ENABLED": "true",
         "KAFSCALE_LFS_PROXY_S3_PUBLIC_ENDPOINT": public,
         "KAFSCALE_LFS_PROXY_DOWNLOAD_TTL_SEC": str(TTL),
+        "KAFSCALE_LFS_PROXY_DOWNLOAD_TEMP_DIR": str(workdir / "s3-download-temp"),
     })
+    (workdir / "s3-download-temp").mkdir(exist_ok=True)
     p.wait_ready()
     p.url = f"http://127.0.0.1:{p.http_port}"
     p.public = public
@@ -166,3 +168,20 @@ def test_s3_down_gives_precise_errors_and_readiness(api, s3):
         time.sleep(0.2)
     assert requests.get(f"{api.url}/readyz", timeout=5).status_code == 200
     assert download(api, env).content == b"kept"
+
+
+def test_a_spill_that_cannot_be_made_is_500_temp_storage_failed(api, workdir):
+    """S3 objects above 4 MiB are spilled while verified; without the temp
+    dir the answer is 500 temp_storage_failed, and 200 once it is back."""
+    topic = create_topic(api.bootstrap)
+    payload = os.urandom(5 * 1024 * 1024)
+    env = requests.post(f"{api.url}/lfs/produce", data=payload, headers={"X-Kafka-Topic": topic}, timeout=60).json()
+    temp = workdir / "s3-download-temp"
+    temp.rename(workdir / "s3-download-temp-gone")
+    try:
+        r = download(api, env)
+        assert r.status_code == 500 and r.json()["code"] == "temp_storage_failed", r.text
+    finally:
+        (workdir / "s3-download-temp-gone").rename(temp)
+    r = download(api, env)
+    assert r.status_code == 200 and r.content == payload
