@@ -58,6 +58,8 @@ pub const HTTP_REQUESTS_TOTAL: &str = "kafka_lfs_proxy_http_requests_total";
 pub const HTTP_REQUEST_SECONDS: &str = "kafka_lfs_proxy_http_request_duration_seconds";
 pub const HTTP_BYTES_TOTAL: &str = "kafka_lfs_proxy_http_bytes_total";
 pub const HTTP_INTEGRITY_FAILURES_TOTAL: &str = "kafka_lfs_proxy_http_integrity_failures_total";
+pub const HTTP_DOWNLOAD_VERIFIED_REUSED_TOTAL: &str =
+    "kafka_lfs_proxy_http_download_verified_reused_total";
 pub const HTTP_UPLOAD_SESSIONS_OPEN: &str = "kafka_lfs_proxy_http_upload_sessions_open";
 pub const HTTP_UPLOAD_SESSIONS_EXPIRED: &str = "kafka_lfs_proxy_http_upload_sessions_expired_total";
 pub const UPSTREAM_REAUTH_TOTAL: &str = "kafka_lfs_proxy_upstream_reauthentications_total";
@@ -155,6 +157,10 @@ fn describe() {
     metrics::describe_counter!(
         HTTP_INTEGRITY_FAILURES_TOTAL,
         "Downloads refused because storage returned other bytes than the envelope names"
+    );
+    metrics::describe_counter!(
+        HTTP_DOWNLOAD_VERIFIED_REUSED_TOTAL,
+        "Local-store downloads sent without hashing again: the same unchanged file was verified before"
     );
     metrics::describe_gauge!(HTTP_UPLOAD_SESSIONS_OPEN, "Upload sessions open");
     metrics::describe_counter!(

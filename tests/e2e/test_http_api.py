@@ -317,6 +317,15 @@ def test_download_invalid_json_and_temp_storage_failure(api, workdir):
 def test_tampered_object_gives_integrity_failure_and_no_payload(api):
     env, payload = stored_object(api, size=6 * 1024 * 1024)  # verified on disk
     path = Path(env["bucket"]) / env["key"]
+    # A file verified once (and settled) is sent again without hashing...
+    time.sleep(1.2)
+    reused = "kafka_lfs_proxy_http_download_verified_reused_total"
+    before = metric(requests.get(f"{api.url}/metrics", timeout=5).text, reused)
+    for _ in range(2):
+        assert download(api, env["key"], env["sha256"], env["size"]).content == payload
+    after = metric(requests.get(f"{api.url}/metrics", timeout=5).text, reused)
+    assert after == before + 1, (before, after)
+    # ...until it is written, even in place with the same size.
     tampered = bytearray(payload)
     tampered[4_000_000] ^= 0xFF
     path.write_bytes(bytes(tampered))

@@ -25,6 +25,7 @@ use crate::lfs::checksum::ChecksumAlg;
 use crate::metrics as m;
 
 mod spill;
+mod verified_files;
 
 use spill::SpillError;
 

@@ -22,8 +22,10 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::verified_files;
 use crate::lfs::ranged_read::RangedReadError;
 use crate::lfs::store::BlobStore;
+use crate::metrics as m;
 
 /// Pieces queued for each of the hashing and spilling threads.
 const QUEUED: usize = 2;
@@ -106,8 +108,9 @@ pub async fn fetch_verified(
 const HASH_PIECE: usize = 8 * 1024 * 1024;
 
 /// A local store's object, verified where it lies: opened once, its size
-/// checked, hashed through that descriptor on a blocking thread, and
-/// returned rewound, to be sent through the same descriptor. No spill:
+/// checked, hashed through that descriptor on a blocking thread (unless
+/// this very file was verified before: `verified_files`), and returned
+/// rewound, to be sent through the same descriptor. No spill:
 /// the proxy and object_store replace objects by renaming a new file onto
 /// the key, which an open descriptor does not see; a file changed in place
 /// while it was hashed (size or modification time moved) is refused.
@@ -137,6 +140,11 @@ pub async fn verify_in_place(
                 before.len()
             )));
         }
+        let identity = verified_files::Identity::of(&before);
+        if verified_files::verified(&identity, &expected) {
+            metrics::counter!(m::HTTP_DOWNLOAD_VERIFIED_REUSED_TOTAL).increment(1);
+            return Ok(file);
+        }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; HASH_PIECE];
         loop {
@@ -151,7 +159,7 @@ pub async fn verify_in_place(
         let after = file
             .metadata()
             .map_err(|e| SpillError::Store(local_error(&path, e)))?;
-        if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
+        if verified_files::Identity::of(&after) != identity {
             return Err(SpillError::Integrity(
                 "the file changed while it was verified".into(),
             ));
@@ -162,6 +170,7 @@ pub async fn verify_in_place(
                 "sha256 is {actual}, the envelope declares {expected}"
             )));
         }
+        verified_files::remember(identity, &expected);
         file.seek(SeekFrom::Start(0)).map_err(SpillError::Temp)?;
         Ok(file)
     });
