@@ -40,11 +40,6 @@ pub fn ranges(size: u64, piece: u64) -> impl Iterator<Item = Range<u64>> {
 }
 
 impl BlobStore {
-    /// Where a local store keeps `key`; `None` for S3.
-    pub fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
-        self.backend().root.as_ref().map(|root| root.join(key))
-    }
-
     /// The object's bytes, exactly `declared` of them, in order, read as
     /// ranges with several in flight; refused when storage holds another
     /// size.

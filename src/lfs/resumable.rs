@@ -80,10 +80,6 @@ impl BlobStore {
         })
     }
 
-    fn local_path(&self, key: &str) -> Option<PathBuf> {
-        self.backend().root.as_ref().map(|root| root.join(key))
-    }
-
     /// Stores part `number` (from 1), whose first byte is at `offset` of
     /// the object. Returns the part's S3 ETag (what completing needs);
     /// `None` on a local store.
@@ -127,7 +123,7 @@ impl BlobStore {
     }
 
     fn local_staging(&self, upload: &ResumableUpload) -> Result<PathBuf, StoreError> {
-        self.local_path(&upload.staging).ok_or_else(|| {
+        self.local_file(&upload.staging).ok_or_else(|| {
             StoreError::Config(format!(
                 "upload of {} has no S3 upload id on an S3 store",
                 upload.key
@@ -157,7 +153,7 @@ impl BlobStore {
             _ => {
                 let staging = self.local_staging(upload)?;
                 let target = self
-                    .local_path(&upload.key)
+                    .local_file(&upload.key)
                     .ok_or_else(|| StoreError::Config("not a local store".into()))?;
                 tokio::task::spawn_blocking(move || {
                     let staged = std::fs::metadata(&staging)?.len();

@@ -189,6 +189,11 @@ impl BlobStore {
         &self.backend
     }
 
+    /// Where a local store keeps `key`; `None` for S3.
+    pub fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.backend.root.as_ref().map(|root| root.join(key))
+    }
+
     /// Creates the S3 bucket when it does not exist (`S3_ENSURE_BUCKET`),
     /// in the configured region; returns whether it was created. A local
     /// store has nothing to create.

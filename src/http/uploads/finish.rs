@@ -75,7 +75,7 @@ async fn complete_session(
     caller: Caller,
     request: &CompleteRequest,
 ) -> Result<(Envelope, Produced), ApiError> {
-    let (dir, session) = load(sidecar, id, caller).await?;
+    let (dir, session, _) = load(sidecar, id, caller).await?;
     if dir.lock().await.map_err(storage_failed)? == LockOutcome::Busy {
         return Err(busy());
     }
@@ -229,7 +229,7 @@ pub async fn abort(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (dir, session) = load(&sidecar, &id, caller).await?;
+    let (dir, session, _) = load(&sidecar, &id, caller).await?;
     if dir.lock().await.map_err(storage_failed)? == LockOutcome::Busy {
         return Err(busy());
     }

@@ -46,7 +46,7 @@ use super::produce::storage_failed;
 use super::target::{self, ProduceTarget};
 use super::Sidecar;
 use crate::lfs::envelope;
-use crate::lfs::sessions::{SessionDir, SessionRecord};
+use crate::lfs::sessions::{SessionDir, SessionListing, SessionRecord};
 use crate::metrics as m;
 
 #[derive(Debug, serde::Deserialize)]
@@ -243,14 +243,14 @@ fn busy() -> ApiError {
     )
 }
 
-/// The caller's open session `id`: 404 when there is none (or it is
-/// another caller's, or it ended), 410 when it expired (and it is
-/// expired now if its time is up).
+/// The caller's open session `id`, with one listing of its records: 404
+/// when there is none (or it is another caller's, or it ended), 410 when
+/// it expired (and it is expired now if its time is up).
 async fn load(
     sidecar: &Sidecar,
     id: &str,
     caller: Caller,
-) -> Result<(SessionDir, SessionRecord), ApiError> {
+) -> Result<(SessionDir, SessionRecord, SessionListing), ApiError> {
     // Ids are ours (UUIDs): anything else names no session, and never
     // reaches a store key.
     let id = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
@@ -260,7 +260,13 @@ async fn load(
         &id.to_string(),
     );
     let owner = owner_of(caller);
-    ended(&dir, &owner).await?;
+    let listing = dir.list().await.map_err(storage_failed)?;
+    if listing.end {
+        ended(&dir, &owner).await?;
+    }
+    if !listing.session {
+        return Err(not_found());
+    }
     let record = dir
         .session()
         .await
@@ -273,7 +279,7 @@ async fn load(
         finish::expire(sidecar, &dir, &record).await;
         return Err(expired());
     }
-    Ok((dir, record))
+    Ok((dir, record, listing))
 }
 
 /// `Ok` while the session has not ended; its error when it has.

@@ -56,8 +56,7 @@ pub async fn put_part(
         .ok()
         .filter(|n| (1..=10_000).contains(n))
         .ok_or_else(|| invalid("part number must be 1 to 10000".into()))?;
-    let (dir, session) = load(&sidecar, &id, caller).await?;
-    let listing = dir.list().await.map_err(storage_failed)?;
+    let (dir, session, listing) = load(&sidecar, &id, caller).await?;
     let next = listing.next_part();
     if number > next {
         return Err(out_of_order(format!("part {next} is expected next")));

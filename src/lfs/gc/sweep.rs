@@ -17,6 +17,9 @@ use crate::lfs::store::BlobStore;
 pub enum Verdict {
     /// An envelope in the log points to it.
     Referenced,
+    /// Unreferenced, but the object of an upload session (open, or ended
+    /// within `sessions::TOMBSTONE_FOR`): its envelope may be on its way.
+    InSession,
     /// Unreferenced but modified after the cut-off: its record may still
     /// be on its way.
     Young,
@@ -30,8 +33,7 @@ pub struct SweepCounts {
     pub scanned: u64,
     pub referenced: u64,
     pub young: u64,
-    /// Unreferenced, but the object of an upload session (open, or ended
-    /// within `sessions::TOMBSTONE_FOR`): its envelope may be on its way.
+    /// Judged [`Verdict::InSession`].
     pub in_session: u64,
     pub unreferenced: u64,
     /// Bytes of the unreferenced objects (reclaimed when deleting).
@@ -43,15 +45,18 @@ pub struct SweepCounts {
 }
 
 /// Judges an object. `references` `None`: the topic is gone, so nothing
-/// references anything.
+/// references anything. `in_sessions`: the objects of upload sessions.
 pub fn judge(
     key: &str,
     modified: DateTime<Utc>,
     references: Option<&References>,
+    in_sessions: &HashSet<String>,
     cutoff: DateTime<Utc>,
 ) -> Verdict {
     if references.is_some_and(|r| r.contains(key)) {
         Verdict::Referenced
+    } else if in_sessions.contains(key) {
+        Verdict::InSession
     } else if modified >= cutoff {
         Verdict::Young
     } else {
@@ -106,12 +111,9 @@ pub async fn sweep(
             continue;
         }
         counts.scanned += 1;
-        if in_sessions.contains(&key) && !references.is_some_and(|r| r.contains(&key)) {
-            counts.in_session += 1;
-            continue;
-        }
-        match judge(&key, meta.last_modified, references, cutoff) {
+        match judge(&key, meta.last_modified, references, in_sessions, cutoff) {
             Verdict::Referenced => counts.referenced += 1,
+            Verdict::InSession => counts.in_session += 1,
             Verdict::Young => counts.young += 1,
             Verdict::Unreferenced => {
                 let outcome = if delete {
@@ -157,18 +159,32 @@ mod tests {
         let cutoff = now - chrono::Duration::hours(1);
         let old = now - chrono::Duration::days(30);
         let mut refs = References::default();
+        let none = HashSet::new();
         let key = "ns/t/lfs/2026/01/01/obj-a";
         refs.add(key);
-        assert_eq!(judge(key, old, Some(&refs), cutoff), Verdict::Referenced);
+        assert_eq!(
+            judge(key, old, Some(&refs), &none, cutoff),
+            Verdict::Referenced
+        );
         let other = "ns/t/lfs/2026/01/01/obj-b";
         assert_eq!(
-            judge(other, old, Some(&refs), cutoff),
+            judge(other, old, Some(&refs), &none, cutoff),
             Verdict::Unreferenced
         );
-        assert_eq!(judge(key, old, None, cutoff), Verdict::Unreferenced);
-        assert_eq!(judge(key, now, None, cutoff), Verdict::Young);
+        assert_eq!(judge(key, old, None, &none, cutoff), Verdict::Unreferenced);
+        let sessions: HashSet<String> = [key.to_owned(), other.to_owned()].into();
         assert_eq!(
-            judge(key, cutoff, None, cutoff),
+            judge(other, old, None, &sessions, cutoff),
+            Verdict::InSession
+        );
+        assert_eq!(
+            judge(key, old, Some(&refs), &sessions, cutoff),
+            Verdict::Referenced,
+            "a reference counts first"
+        );
+        assert_eq!(judge(key, now, None, &none, cutoff), Verdict::Young);
+        assert_eq!(
+            judge(key, cutoff, None, &none, cutoff),
             Verdict::Young,
             "at the cut-off is kept"
         );

@@ -296,18 +296,22 @@ impl SessionDir {
     /// Removes every record but the tombstone (and the lock, which the
     /// holder releases last).
     pub async fn clear(&self) -> Result<(), object_store::Error> {
-        for key in self.store.list(&self.prefix).await? {
-            if key.ends_with("/end.json") || key.ends_with("/lock.json") {
-                continue;
-            }
-            self.store.delete(&key).await.map_err(store_error)?;
-        }
-        Ok(())
+        self.delete_all_but(&["end.json", "lock.json"]).await
     }
 
     /// Removes everything, the tombstone too.
     pub async fn remove(&self) -> Result<(), object_store::Error> {
+        self.delete_all_but(&[]).await
+    }
+
+    async fn delete_all_but(&self, kept: &[&str]) -> Result<(), object_store::Error> {
         for key in self.store.list(&self.prefix).await? {
+            if kept
+                .iter()
+                .any(|name| key.rsplit('/').next() == Some(*name))
+            {
+                continue;
+            }
             self.store.delete(&key).await.map_err(store_error)?;
         }
         Ok(())
