@@ -98,7 +98,20 @@ def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listening on {host}:{port}")
 
 
-class Tansu:
+class BrokerProcess:
+    """A broker started by a test: killed by pid when done."""
+
+    proc: subprocess.Popen
+    log: object
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+class Tansu(BrokerProcess):
     """tansu on 127.0.0.2. `advertised_port`: the port it tells clients to
     use, when something (a TLS/SASL gate) stands in front of it."""
 
@@ -114,12 +127,6 @@ class Tansu:
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         wait_port(host, self.port)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
 
 
 class Proxy:
@@ -282,7 +289,7 @@ def s3(workdir):
     store.kill()
 
 
-class Noida:
+class Noida(BrokerProcess):
     """noida-db's Kafka service (PyPI `noida-db`), in memory: a second broker,
     used where tansu lacks an API (DeleteRecords)."""
 
@@ -298,18 +305,28 @@ class Noida:
         )
         wait_port(UPSTREAM_HOST, self.port)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
-
 
 @pytest.fixture(scope="session")
 def tansu(workdir):
     broker = Tansu(workdir)
     yield broker
     broker.stop()
+
+
+def start_replicas(tansu, workdir, env):
+    """Two proxies on one broker and one store: replicas behind a load
+    balancer."""
+    replicas = (Proxy(tansu.address, workdir, capture=False, env=env),
+                Proxy(tansu.address, workdir, capture=False, env=env))
+    for p in replicas:
+        p.wait_ready()
+    return replicas
+
+
+def stop_replicas(replicas):
+    for p in replicas:
+        assert "panicked" not in p.read_log()
+        p.stop()
 
 
 def serve(p):

@@ -10,20 +10,15 @@ import os
 import pytest
 import requests
 
-from conftest import Proxy
+from conftest import start_replicas, stop_replicas
 from test_lfs import consume, create_topic
 
 
 @pytest.fixture(scope="module")
 def replicas(tansu, workdir, s3):
-    a = Proxy(tansu.address, workdir, capture=False, env=s3.proxy_env())
-    b = Proxy(tansu.address, workdir, capture=False, env=s3.proxy_env())
-    a.wait_ready()
-    b.wait_ready()
-    yield a, b
-    for p in (a, b):
-        assert "panicked" not in p.read_log()
-        p.stop()
+    replicas = start_replicas(tansu, workdir, s3.proxy_env())
+    yield replicas
+    stop_replicas(replicas)
 
 
 def post(proxy, topic, body, key=None, **headers):

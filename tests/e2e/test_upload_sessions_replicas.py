@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import Proxy, metric
+from conftest import Proxy, metric, start_replicas, stop_replicas
 from test_lfs import consume, create_topic, stored_files
 
 MIB = 1024 * 1024
@@ -26,14 +26,9 @@ KEYS = ("owner-key", "other-key")
 def replicas(tansu, workdir, s3):
     env = {**s3.proxy_env(), "KAFSCALE_LFS_PROXY_HTTP_API_KEY": ",".join(KEYS),
            "KAFSCALE_LFS_PROXY_UPLOAD_SESSION_TTL_SEC": "3"}
-    a = Proxy(tansu.address, workdir, capture=False, env=env)
-    b = Proxy(tansu.address, workdir, capture=False, env=env)
-    a.wait_ready()
-    b.wait_ready()
-    yield a, b
-    for p in (a, b):
-        assert "panicked" not in p.read_log()
-        p.stop()
+    replicas = start_replicas(tansu, workdir, env)
+    yield replicas
+    stop_replicas(replicas)
 
 
 def url(p, path):
