@@ -49,12 +49,25 @@ impl Stage for LfsOffload {
         mut request: Request,
     ) -> BoxFuture<'a, Result<RequestAction, StageError>> {
         Box::pin(async move {
-            let rewritten =
-                match rewrite::rewrite_produce(&self.lfs, &request.header, &request.frame).await {
-                    Ok(Some(rewritten)) => rewritten,
-                    Ok(None) => return Ok(RequestAction::Forward(request)),
-                    Err(error) => return self.undecodable(conn, request, error),
-                };
+            let rewritten = match rewrite::rewrite_produce(
+                &self.lfs,
+                &request.header,
+                &request.frame,
+            )
+            .await
+            {
+                Ok(Some(rewritten)) => rewritten,
+                Ok(None) => return Ok(RequestAction::Forward(request)),
+                Err(error @ rewrite::RewriteError::Decode { .. }) => {
+                    return self.undecodable(conn, request, error)
+                }
+                Err(error) => {
+                    // The proxy's own re-encoding failed: not the
+                    // client's fault; the broker judges the original.
+                    tracing::warn!(connection = conn.id, %error, "Produce not rewritten; forwarding as is");
+                    return Ok(RequestAction::Forward(request));
+                }
+            };
             let acks0 = !request.expects_response();
             for f in &rewritten.failed {
                 tracing::warn!(

@@ -1,10 +1,12 @@
 //! `POST /lfs/download`: Kafka is the authority, storage is untrusted.
 //!
 //! Stream mode reads the object into a holding area (memory for small
-//! objects; for large ones a private spill file, filled by ranged reads
-//! while hashed: `spill`), refuses an object whose size is not the
-//! declared one, and only when size and SHA-256 both match sends `200`
-//! with `Content-Length`. Otherwise the answer is `502 integrity_failure` and no
+//! objects; for large S3 ones a private spill file, filled by ranged reads
+//! while hashed: `spill`; a large local file is hashed where it lies and
+//! sent through the same descriptor, or not hashed again when this very
+//! file was verified before: `verified_files`), refuses an object whose
+//! size is not the declared one, and only when size and SHA-256 both match
+//! sends `200` with `Content-Length`. Otherwise the answer is `502 integrity_failure` and no
 //! payload byte leaves the proxy. Presign mode (opt-in) hands out a URL
 //! with a capped lifetime; the caller then verifies.
 
